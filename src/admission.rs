@@ -1,0 +1,282 @@
+//! AdmissionReview in, AdmissionReview out.
+//!
+//! The review types are our own plain serde structs rather than kube's
+//! `AdmissionReview<DynamicObject>`: the request is decoded exactly once into borrowed-
+//! free `serde_json::Value`s that the diff and the stamp read directly, `v1beta1` is
+//! answered in its own version, and the response's `patch` is the base64 string that
+//! kube-apiserver expects (kube's `AdmissionResponse` serialises it as an array of bytes).
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+pub const V1: &str = "admission.k8s.io/v1";
+pub const V1BETA1: &str = "admission.k8s.io/v1beta1";
+
+/// Why a body is not an AdmissionReview; answered with HTTP 400 and this one line.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ReviewError {
+    #[error("request body is not a valid AdmissionReview: {0}")]
+    Json(String),
+    #[error("unsupported AdmissionReview apiVersion {0:?}: expected admission.k8s.io/v1 or admission.k8s.io/v1beta1")]
+    ApiVersion(String),
+    #[error("unexpected kind {0:?}: expected AdmissionReview")]
+    Kind(String),
+    #[error("AdmissionReview has no request")]
+    MissingRequest,
+    #[error("AdmissionReview request has an empty uid")]
+    MissingUid,
+    #[error("AdmissionReview request.{0} must be a JSON object or null")]
+    NotAnObject(&'static str),
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(rename = "apiVersion", default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    request: Option<AdmissionRequest>,
+}
+
+/// A decoded review: the request and the version to answer in.
+#[derive(Debug, Clone)]
+pub struct Review {
+    pub api_version: &'static str,
+    pub request: AdmissionRequest,
+}
+
+impl Review {
+    /// Decodes a body exactly as kube-apiserver sends it.
+    pub fn decode(body: &[u8]) -> Result<Review, ReviewError> {
+        let env: Envelope = serde_json::from_slice(body).map_err(|e| ReviewError::Json(one_line(&e.to_string())))?;
+        let api_version = match env.api_version.as_str() {
+            V1 => V1,
+            V1BETA1 => V1BETA1,
+            other => return Err(ReviewError::ApiVersion(truncate(other, 80))),
+        };
+        if env.kind != "AdmissionReview" {
+            return Err(ReviewError::Kind(truncate(&env.kind, 80)));
+        }
+        let request = env.request.ok_or(ReviewError::MissingRequest)?;
+        if request.uid.is_empty() {
+            return Err(ReviewError::MissingUid);
+        }
+        for (name, v) in [("object", &request.object), ("oldObject", &request.old_object)] {
+            if v.as_ref().is_some_and(|v| !v.is_object()) {
+                return Err(ReviewError::NotAnObject(name));
+            }
+        }
+        Ok(Review { api_version, request })
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct GroupVersionKind {
+    #[serde(default)]
+    pub group: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct GroupVersionResource {
+    #[serde(default)]
+    pub group: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub resource: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Operation {
+    Create,
+    Update,
+    Delete,
+    Connect,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct UserInfo {
+    #[serde(default)]
+    pub username: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub groups: Vec<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub extra: BTreeMap<String, Vec<String>>,
+}
+
+/// The part of `options` (Create/Update/DeleteOptions) that hallmark reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct RequestOptions {
+    #[serde(rename = "fieldManager", default)]
+    pub field_manager: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionRequest {
+    pub uid: String,
+    #[serde(default)]
+    pub kind: GroupVersionKind,
+    #[serde(default)]
+    pub resource: GroupVersionResource,
+    #[serde(default)]
+    pub sub_resource: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    pub operation: Operation,
+    #[serde(default)]
+    pub user_info: UserInfo,
+    #[serde(default)]
+    pub object: Option<Value>,
+    #[serde(default)]
+    pub old_object: Option<Value>,
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+    #[serde(default, deserialize_with = "lenient_options")]
+    pub options: RequestOptions,
+}
+
+impl AdmissionRequest {
+    /// The subresource (`status`, `scale`, …), if this write is to one.
+    pub fn subresource(&self) -> Option<&str> {
+        self.sub_resource.as_deref().filter(|s| !s.is_empty())
+    }
+
+    pub fn field_manager(&self) -> Option<&str> {
+        self.options.field_manager.as_deref().filter(|s| !s.is_empty())
+    }
+
+    pub fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref().filter(|s| !s.is_empty())
+    }
+}
+
+fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// `options` is informational: a shape we do not expect must not make the review
+/// unreadable, so anything but an object with a string `fieldManager` reads as empty.
+fn lenient_options<'de, D>(d: D) -> Result<RequestOptions, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let v = Option::<Value>::deserialize(d)?;
+    Ok(RequestOptions {
+        field_manager: v
+            .as_ref()
+            .and_then(|v| v.get("fieldManager"))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+    })
+}
+
+/// `response.status` of a denied review.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Status {
+    pub code: u16,
+    pub message: String,
+    pub reason: &'static str,
+    pub status: &'static str,
+}
+
+/// What hallmark answers for one request.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Answer {
+    pub allowed: bool,
+    /// The JSONPatch (a JSON array) to apply to `request.object`, if any.
+    pub patch: Option<Vec<u8>>,
+    pub warnings: Vec<String>,
+    pub denial: Option<Status>,
+    pub audit_annotations: BTreeMap<String, String>,
+}
+
+impl Answer {
+    pub fn allow() -> Answer {
+        Answer { allowed: true, ..Answer::default() }
+    }
+
+    #[must_use]
+    pub fn deny(message: String) -> Answer {
+        Answer {
+            allowed: false,
+            denial: Some(Status { code: 403, message, reason: "Forbidden", status: "Failure" }),
+            ..Answer::default()
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResponseOut<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'a Status>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    warnings: &'a [String],
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    audit_annotations: &'a BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewOut<'a> {
+    api_version: &'a str,
+    kind: &'static str,
+    response: ResponseOut<'a>,
+}
+
+/// Encodes the AdmissionReview response in the version the request came in.
+pub fn encode_response(api_version: &str, uid: &str, answer: &Answer) -> Vec<u8> {
+    let out = ReviewOut {
+        api_version,
+        kind: "AdmissionReview",
+        response: ResponseOut {
+            uid,
+            allowed: answer.allowed,
+            patch_type: answer.patch.as_ref().map(|_| "JSONPatch"),
+            patch: answer.patch.as_ref().map(|p| base64::engine::general_purpose::STANDARD.encode(p)),
+            status: answer.denial.as_ref(),
+            warnings: &answer.warnings,
+            audit_annotations: &answer.audit_annotations,
+        },
+    };
+    // Serialising these plain structs cannot fail.
+    serde_json::to_vec(&out).unwrap_or_default()
+}
+
+/// Makes an error text fit on one line of a response or a log.
+pub fn one_line(text: &str) -> String {
+    truncate(&text.replace(['\n', '\r'], " "), 300)
+}
+
+/// Shortens `text` to at most `max` characters, marking the cut with `…`.
+pub fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut s: String = text.chars().take(max.saturating_sub(1)).collect();
+    s.push('…');
+    s
+}

@@ -1,0 +1,11 @@
+//! hallmark: a Kubernetes admission webhook that stamps trusted provenance on every
+//! direct write and enforces Git field ownership.
+//!
+//! The decisions are pure functions of the request, the policy snapshot and the clock
+//! (`admission`, `provenance`, `ownership`, `policy`); the server, TLS, loading and the
+//! Kubernetes client are thin shells around them.
+#![forbid(unsafe_code)]
+
+pub mod admission;
+pub mod ownership;
+pub mod policy;

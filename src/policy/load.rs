@@ -1,0 +1,1 @@
+//! Loading policy documents from files and directories.

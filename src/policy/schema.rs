@@ -1,0 +1,1 @@
+//! The `OwnershipPolicy` document (hallmark.dev/v1alpha1).
