@@ -2,10 +2,17 @@
 //! direct write and enforces Git field ownership.
 //!
 //! The decisions are pure functions of the request, the policy snapshot and the clock
-//! (`admission`, `provenance`, `ownership`, `policy`); the server, TLS, loading and the
-//! Kubernetes client are thin shells around them.
+//! (`admission`, `provenance`, `ownership`, `policy`, `review`); the server, TLS, loading
+//! and the Kubernetes client are thin shells around them.
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod certs;
+pub mod cli;
+pub mod config;
+pub mod metrics;
 pub mod ownership;
 pub mod policy;
+pub mod provenance;
+pub mod review;
+pub mod server;

@@ -1,1 +1,332 @@
-//! The ownership verdict of a write.
+//! The ownership verdict of a write: which changed fields are owned by Git, and what the
+//! policies say about that for this writer.
+
+use super::diff::Change;
+use super::fieldsv1::FieldSet;
+use super::path::overlaps;
+use crate::admission::{AdmissionRequest, Operation, UserInfo, truncate};
+use crate::policy::{CompiledPolicy, CompiledRule, Enforcement, PolicySet};
+use serde_json::{Map, Value};
+
+/// Deny messages listed before the rest are only counted.
+pub const MAX_LISTED: usize = 5;
+
+/// One changed field that a policy owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// The changed field, in the policy path syntax with concrete keys.
+    pub path: String,
+    /// The sentence shown to the user.
+    pub message: String,
+    pub action: Enforcement,
+    /// The writer may override (break-glass): allowed, warned, recorded.
+    pub break_glass: bool,
+    pub policy: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verdict {
+    pub findings: Vec<Finding>,
+    /// Set when the write could not be judged (e.g. unreadable managedFields).
+    pub error: Option<String>,
+}
+
+impl Verdict {
+    pub fn denials(&self) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(|f| f.action == Enforcement::Deny && !f.break_glass)
+    }
+
+    pub fn is_denied(&self) -> bool {
+        self.denials().next().is_some()
+    }
+
+    /// A break-glass writer changed a field that would otherwise be denied or warned.
+    pub fn is_break_glass(&self) -> bool {
+        self.findings.iter().any(|f| f.break_glass)
+    }
+
+    /// The deny message: one sentence per owned field, the list capped.
+    pub fn deny_message(&self) -> Option<String> {
+        let denials: Vec<&Finding> = self.denials().collect();
+        if denials.is_empty() {
+            return None;
+        }
+        let mut parts: Vec<&str> = denials.iter().take(MAX_LISTED).map(|f| f.message.as_str()).collect();
+        let more = denials.len().saturating_sub(MAX_LISTED);
+        let tail;
+        if more > 0 {
+            tail = format!("and {more} more owned field{}", if more == 1 { "" } else { "s" });
+            parts.push(&tail);
+        }
+        Some(parts.join("; "))
+    }
+}
+
+/// True when kube-apiserver authenticated this request with a service account token (it
+/// adds these extras itself; an impersonated request lacks them unless RBAC explicitly
+/// allows impersonating `userextras`).
+pub fn has_pod_token(user: &UserInfo) -> bool {
+    ["authentication.kubernetes.io/credential-id", "authentication.kubernetes.io/pod-name"]
+        .iter()
+        .any(|k| user.extra.get(*k).is_some_and(|v| !v.is_empty()))
+}
+
+/// Whether `user` is one of this policy's reconcilers (identity only: the field manager
+/// a request names is free text and never counts).
+pub fn is_reconciler(policy: &CompiledPolicy, user: &UserInfo) -> bool {
+    policy.reconcilers.contains(&user.username, &user.groups) && (!policy.require_pod_token || has_pod_token(user))
+}
+
+/// The kind a resource's `scale` subresource belongs to, for matching rules by kind.
+fn kind_of_resource(resource: &str) -> &str {
+    match resource {
+        "deployments" => "Deployment",
+        "statefulsets" => "StatefulSet",
+        "replicasets" => "ReplicaSet",
+        "replicationcontrollers" => "ReplicationController",
+        _ => "",
+    }
+}
+
+/// Judges a write. `changes` is the diff of `oldObject` -> `object` (for a `scale` write,
+/// of the two Scale objects, whose `spec.replicas` is the parent's).
+pub fn evaluate(req: &AdmissionRequest, changes: &[Change<'_>], policies: &PolicySet) -> Verdict {
+    let mut verdict = Verdict::default();
+    let user = &req.user_info;
+    let Some(old) = req.old_object.as_ref() else {
+        return verdict;
+    };
+    let scale = req.subresource() == Some("scale");
+    match req.subresource() {
+        None | Some("scale") => {}
+        Some(_) => return verdict,
+    }
+    let (group, kind) = if scale {
+        (req.resource.group.as_str(), kind_of_resource(&req.resource.resource))
+    } else {
+        (req.kind.group.as_str(), req.kind.kind.as_str())
+    };
+    let meta = |o: &Value, f: &str| o.get("metadata").and_then(|m| m.get(f)).and_then(Value::as_object).cloned();
+    let old_labels = meta(old, "labels");
+    let new_labels = req.object.as_ref().and_then(|o| meta(o, "labels"));
+    let source = gitops_source(old);
+
+    for policy in policies.effective() {
+        if is_reconciler(policy, user) {
+            continue;
+        }
+        let break_glass = policy.break_glass.contains(&user.username, &user.groups);
+
+        if req.operation == Operation::Delete {
+            if policy.delete_protection {
+                let managers = reconciler_managers(old, policy);
+                if let Some(manager) = managers.first() {
+                    let what = format!(
+                        "{}/{}",
+                        req.resource.resource,
+                        req.name.as_deref().unwrap_or("")
+                    );
+                    let message = if break_glass {
+                        format!(
+                            "break-glass: {what} is managed by {} (field manager {manager}); deleting it is allowed for {}, recorded as channel=break-glass. Remove it from Git too, or the next reconcile recreates it",
+                            owner_text(policy, &source),
+                            user.username
+                        )
+                    } else {
+                        format!(
+                            "{what} is managed by {} (field manager {manager}); delete it there",
+                            owner_text(policy, &source)
+                        )
+                    };
+                    verdict.findings.push(Finding {
+                        path: what,
+                        message,
+                        action: Enforcement::Deny,
+                        break_glass,
+                        policy: policy.name.clone(),
+                    });
+                }
+            }
+            continue;
+        }
+        if req.operation != Operation::Update || changes.is_empty() {
+            continue;
+        }
+
+        // Explicit rules.
+        for rule in &policy.rules {
+            if !rule_applies(rule, group, kind, &req.resource.resource, req.namespace(), scale, &old_labels, &new_labels) {
+                continue;
+            }
+            for change in changes {
+                if rule.fields.iter().any(|p| overlaps(p.segments(), change.path.segments())) {
+                    push_finding(&mut verdict, policy, rule.action, break_glass, change, None, &source, &user.username);
+                }
+            }
+        }
+
+        // Fields that managedFields shows a reconciler owns.
+        if policy.managed_fields != Enforcement::Ignore {
+            let mut sets: Vec<(String, FieldSet)> = Vec::new();
+            for entry in managed_entries(old) {
+                let manager = entry.get("manager").and_then(Value::as_str).unwrap_or("");
+                if !policy.reconciler_field_managers.iter().any(|m| m == manager) {
+                    continue;
+                }
+                if entry.get("subresource").and_then(Value::as_str).is_some_and(|s| s == "status") {
+                    continue;
+                }
+                let Some(fields) = entry.get("fieldsV1") else { continue };
+                match FieldSet::decode(fields) {
+                    Ok(set) => sets.push((manager.to_owned(), set)),
+                    Err(e) => verdict.error = Some(format!("managedFields of {manager}: {e}")),
+                }
+            }
+            for change in changes {
+                if let Some((manager, _)) = sets.iter().find(|(_, s)| s.touches(change.path.segments())) {
+                    push_finding(
+                        &mut verdict,
+                        policy,
+                        policy.managed_fields,
+                        break_glass,
+                        change,
+                        Some(manager),
+                        &source,
+                        &user.username,
+                    );
+                }
+            }
+        }
+    }
+    verdict
+}
+
+#[allow(clippy::too_many_arguments)]
+fn rule_applies(
+    rule: &CompiledRule,
+    group: &str,
+    kind: &str,
+    resource: &str,
+    namespace: Option<&str>,
+    scale: bool,
+    old_labels: &Option<Map<String, Value>>,
+    new_labels: &Option<Map<String, Value>>,
+) -> bool {
+    if !rule.matches_kind(group, kind, resource) || !rule.matches_namespace(namespace) {
+        return false;
+    }
+    if rule.label_selector.is_none() {
+        return true;
+    }
+    // A Scale carries none of its parent's labels: a rule that selects by label is
+    // applied to every scale write of a matching kind and namespace (fail closed).
+    if scale {
+        return true;
+    }
+    let empty = Map::new();
+    rule.matches_labels(old_labels.as_ref().unwrap_or(&empty)) || rule.matches_labels(new_labels.as_ref().unwrap_or(&empty))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn push_finding(
+    verdict: &mut Verdict,
+    policy: &CompiledPolicy,
+    action: Enforcement,
+    break_glass: bool,
+    change: &Change<'_>,
+    manager: Option<&str>,
+    source: &Option<String>,
+    username: &str,
+) {
+    let path = change.path.to_string();
+    if let Some(existing) = verdict.findings.iter_mut().find(|f| f.path == path) {
+        if existing.action == Enforcement::Warn && action == Enforcement::Deny {
+            existing.action = Enforcement::Deny;
+        } else {
+            return;
+        }
+    }
+    let owner = match manager {
+        Some(m) => format!("{} (field manager {m}{})", policy.owner_name, owner_details(policy, source, true)),
+        None => owner_text(policy, source),
+    };
+    let requested = format!("Requested {} -> {}.", short(change.old), short(change.new));
+    let message = if break_glass {
+        format!(
+            "break-glass: {path} is owned by {owner}; allowed for {username}, recorded as channel=break-glass. Change it in Git too, or the next reconcile reverts it. {requested}"
+        )
+    } else if action == Enforcement::Deny {
+        format!("{path} is owned by {owner}; change it there. {requested}")
+    } else {
+        format!("{path} is owned by {owner}; Git will revert this change at the next reconcile. {requested}")
+    };
+    verdict.findings.retain(|f| f.path != path);
+    verdict.findings.push(Finding { path, message, action, break_glass, policy: policy.name.clone() });
+}
+
+fn owner_text(policy: &CompiledPolicy, source: &Option<String>) -> String {
+    let details = owner_details(policy, source, false);
+    if details.is_empty() { policy.owner_name.clone() } else { format!("{} ({})", policy.owner_name, details) }
+}
+
+fn owner_details(policy: &CompiledPolicy, source: &Option<String>, continued: bool) -> String {
+    let mut parts = Vec::new();
+    if let Some(repo) = &policy.repository {
+        parts.push(format!("Git: {repo}"));
+    }
+    if let Some(s) = source {
+        parts.push(s.clone());
+    }
+    let joined = parts.join(", ");
+    if continued && !joined.is_empty() { format!(", {joined}") } else { joined }
+}
+
+/// The Flux Kustomization / HelmRelease or Argo CD application that applied the object,
+/// as its labels and annotations name it.
+pub fn gitops_source(obj: &Value) -> Option<String> {
+    let meta = obj.get("metadata")?;
+    let label = |k: &str| meta.get("labels").and_then(|l| l.get(k)).and_then(Value::as_str);
+    let annotation = |k: &str| meta.get("annotations").and_then(|l| l.get(k)).and_then(Value::as_str);
+    if let (Some(name), Some(ns)) =
+        (label("kustomize.toolkit.fluxcd.io/name"), label("kustomize.toolkit.fluxcd.io/namespace"))
+    {
+        return Some(format!("Flux Kustomization {ns}/{name}"));
+    }
+    if let (Some(name), Some(ns)) = (label("helm.toolkit.fluxcd.io/name"), label("helm.toolkit.fluxcd.io/namespace")) {
+        return Some(format!("Flux HelmRelease {ns}/{name}"));
+    }
+    if let Some(tracking) = annotation("argocd.argoproj.io/tracking-id") {
+        let app = tracking.split(':').next().unwrap_or(tracking);
+        return Some(format!("Argo CD application {}", truncate(app, 120)));
+    }
+    let argo_managed = managed_entries(obj)
+        .any(|e| e.get("manager").and_then(Value::as_str).is_some_and(|m| m.starts_with("argocd")));
+    if argo_managed {
+        if let Some(app) = label("app.kubernetes.io/instance") {
+            return Some(format!("Argo CD application {}", truncate(app, 120)));
+        }
+    }
+    None
+}
+
+fn managed_entries(obj: &Value) -> impl Iterator<Item = &Value> {
+    obj.pointer("/metadata/managedFields").and_then(Value::as_array).into_iter().flatten()
+}
+
+/// The policy's reconciler field managers that manage fields of `obj` (main resource).
+fn reconciler_managers<'a>(obj: &'a Value, policy: &CompiledPolicy) -> Vec<&'a str> {
+    managed_entries(obj)
+        .filter(|e| e.get("subresource").and_then(Value::as_str).is_none_or(str::is_empty))
+        .filter(|e| e.get("fieldsV1").and_then(Value::as_object).is_some_and(|f| !f.is_empty()))
+        .filter_map(|e| e.get("manager").and_then(Value::as_str))
+        .filter(|m| policy.reconciler_field_managers.iter().any(|r| r == m))
+        .collect()
+}
+
+/// A value for a message: compact JSON, shortened; `(unset)` when absent.
+pub fn short(v: Option<&Value>) -> String {
+    match v {
+        None | Some(Value::Null) => "(unset)".to_owned(),
+        Some(v) => truncate(&v.to_string(), 60),
+    }
+}

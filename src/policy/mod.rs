@@ -65,3 +65,45 @@ pub struct CompiledRule {
 pub struct PolicySet {
     pub policies: Vec<CompiledPolicy>,
 }
+
+// ---- TEMPORARY shims until the policy module lands (replaced on merge) ----
+use serde_json::{Map, Value};
+
+impl PolicySet {
+    pub fn effective(&self) -> impl Iterator<Item = &CompiledPolicy> {
+        self.policies.iter()
+    }
+}
+
+impl CompiledRule {
+    pub fn matches_kind(&self, _group: &str, _kind: &str, _resource: &str) -> bool {
+        false
+    }
+    pub fn matches_namespace(&self, _ns: Option<&str>) -> bool {
+        false
+    }
+    pub fn matches_labels(&self, _labels: &Map<String, Value>) -> bool {
+        false
+    }
+}
+
+#[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
+pub struct OwnershipPolicy {
+    pub metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+}
+impl kube::Resource for OwnershipPolicy {
+    type DynamicType = ();
+    type Scope = kube::core::ClusterResourceScope;
+    fn kind(_: &()) -> std::borrow::Cow<'_, str> { "OwnershipPolicy".into() }
+    fn group(_: &()) -> std::borrow::Cow<'_, str> { "hallmark.dev".into() }
+    fn version(_: &()) -> std::borrow::Cow<'_, str> { "v1alpha1".into() }
+    fn plural(_: &()) -> std::borrow::Cow<'_, str> { "ownershippolicies".into() }
+    fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta { &self.metadata }
+    fn meta_mut(&mut self) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta { &mut self.metadata }
+}
+pub fn compile_resource(_doc: &OwnershipPolicy) -> Result<CompiledPolicy, String> {
+    Err("shim".into())
+}
+pub fn crd_yaml() -> Result<String, String> {
+    Err("shim".into())
+}

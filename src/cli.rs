@@ -1,0 +1,477 @@
+//! The `hallmark` command line: `serve`, `check`, `certs`, `crd`.
+
+use crate::admission::{AdmissionRequest, Answer, GroupVersionKind, GroupVersionResource, Operation, Review, UserInfo};
+use crate::config::Settings;
+use crate::policy::{PolicySet, load::load_paths};
+use crate::provenance::Stamper;
+use crate::review::{Engine, OnError};
+use crate::server::serve::{ServeOptions, bind, shutdown_signal};
+use crate::server::tls::{CertStore, certified_key_from_pem, load_pair, reload_counter, watch_pair};
+use crate::server::{AppState, policy_watch};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Exit codes: 0 ok / allowed, 1 denied (check) or runtime failure, 2 bad input.
+pub const EXIT_DENIED: i32 = 1;
+pub const EXIT_BAD_INPUT: i32 = 2;
+
+#[derive(Parser, Debug)]
+#[command(name = "hallmark", version, about = "Kubernetes admission webhook: provenance stamps and Git field ownership")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the webhook server.
+    Serve(ServeArgs),
+    /// Evaluate a write offline and print what the webhook would answer.
+    Check(CheckArgs),
+    /// Write a CA and a serving certificate/key.
+    Certs(CertsArgs),
+    /// Print the OwnershipPolicy CustomResourceDefinition.
+    Crd,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ProvenanceArgs {
+    /// Config file (YAML): trusted declarers, extra-key mapping, reconcilers, history.
+    #[arg(long, env = "HALLMARK_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Annotation prefix (default hallmark.dev/); wins over the config file.
+    #[arg(long, env = "HALLMARK_ANNOTATION_PREFIX")]
+    pub annotation_prefix: Option<String>,
+    /// Stamps kept in the history annotation (0 turns it off); wins over the config file.
+    #[arg(long, env = "HALLMARK_HISTORY")]
+    pub history: Option<usize>,
+    /// Ownership policy file or directory (repeatable). Without any, the built-in default applies.
+    #[arg(long = "policy", env = "HALLMARK_POLICY", value_delimiter = ',')]
+    pub policies: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address of the TLS webhook endpoint.
+    #[arg(long, env = "HALLMARK_LISTEN", default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+    /// Address of the plain-HTTP metrics endpoint.
+    #[arg(long, env = "HALLMARK_METRICS_LISTEN", default_value = "127.0.0.1:8080")]
+    pub metrics_listen: SocketAddr,
+    /// Serving certificate (PEM). Without it, an in-memory self-signed one is generated.
+    #[arg(long, env = "HALLMARK_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Serving key (PEM).
+    #[arg(long, env = "HALLMARK_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (kube-apiserver's admission client cert).
+    #[arg(long, env = "HALLMARK_CLIENT_CA")]
+    pub client_ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub provenance: ProvenanceArgs,
+    /// Also watch OwnershipPolicy custom resources through the Kubernetes API.
+    #[arg(long, env = "HALLMARK_WATCH_POLICIES")]
+    pub watch_policies: bool,
+    /// What /validate answers when it cannot evaluate a review.
+    #[arg(long, env = "HALLMARK_ON_ERROR", value_enum, default_value = "allow")]
+    pub on_error: OnError,
+    /// Seconds to keep answering after SIGTERM (with /readyz false) before closing.
+    #[arg(long, env = "HALLMARK_DRAIN_SECONDS", default_value_t = 5)]
+    pub drain_seconds: u64,
+    /// Seconds an idle keep-alive connection stays open (must exceed the apiserver's 90).
+    #[arg(long, env = "HALLMARK_IDLE_TIMEOUT_SECONDS", default_value_t = 120)]
+    pub idle_timeout_seconds: u64,
+    /// Log format.
+    #[arg(long, env = "HALLMARK_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub provenance: ProvenanceArgs,
+    /// The writer's username.
+    #[arg(long, default_value = "unknown-user")]
+    pub user: String,
+    /// The writer's groups (repeatable).
+    #[arg(long = "group")]
+    pub groups: Vec<String>,
+    /// userInfo.extra entries, KEY=VALUE (repeatable).
+    #[arg(long = "extra")]
+    pub extra: Vec<String>,
+    /// Field manager of the write.
+    #[arg(long)]
+    pub field_manager: Option<String>,
+    /// The object as it is now (YAML or JSON). Without it, the write is a CREATE.
+    #[arg(long, conflicts_with = "review")]
+    pub old: Option<PathBuf>,
+    /// The object as the write would leave it (YAML or JSON).
+    #[arg(long, conflicts_with = "review", required_unless_present = "review")]
+    pub new: Option<PathBuf>,
+    /// A whole AdmissionReview (JSON) instead of --old/--new.
+    #[arg(long)]
+    pub review: Option<PathBuf>,
+    /// Judge a DELETE of --old instead of a write.
+    #[arg(long, requires = "old", conflicts_with = "new")]
+    pub delete: bool,
+    /// Print the answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CertsArgs {
+    /// Directory to write ca.crt, tls.crt and tls.key into.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// DNS names or IP addresses of the serving certificate (repeatable).
+    #[arg(long = "dns", required = true)]
+    pub names: Vec<String>,
+    /// Validity in days.
+    #[arg(long, default_value_t = 365)]
+    pub days: i64,
+}
+
+pub fn run(cli: Cli) -> i32 {
+    match cli.command {
+        Command::Serve(args) => {
+            init_tracing(args.log_format);
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return 1;
+                }
+            };
+            runtime.block_on(serve(args))
+        }
+        Command::Check(args) => check(args),
+        Command::Certs(args) => certs(args),
+        Command::Crd => match crate::policy::crd_yaml() {
+            Ok(y) => {
+                print!("{y}");
+                0
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                1
+            }
+        },
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HALLMARK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Settings from the config file and the flags that win over it.
+pub fn settings(args: &ProvenanceArgs) -> Result<Settings, String> {
+    let mut s = match &args.config {
+        Some(path) => Settings::from_file(path).map_err(|e| e.to_string())?,
+        None => Settings::default(),
+    };
+    if let Some(prefix) = &args.annotation_prefix {
+        s.set_prefix(prefix.clone()).map_err(|e| e.to_string())?;
+    }
+    if let Some(h) = args.history {
+        if h > crate::config::MAX_HISTORY {
+            return Err(format!("--history: {h} is more than the maximum of {}", crate::config::MAX_HISTORY));
+        }
+        s.history = h;
+    }
+    Ok(s)
+}
+
+fn load_policies(paths: &[PathBuf]) -> Result<PolicySet, String> {
+    if paths.is_empty() {
+        return Ok(PolicySet::default());
+    }
+    load_paths(paths).map(|policies| PolicySet { policies }).map_err(|e| e.to_string())
+}
+
+async fn serve(args: ServeArgs) -> i32 {
+    let settings = match settings(&args.provenance) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let policies = match load_policies(&args.provenance.policies) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let engine = Engine::new(Stamper::new(settings), args.on_error);
+    let state = Arc::new(AppState::new(engine, PolicySet::default()));
+    state.set_policies(policies);
+
+    let (store, watched) = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => match load_pair(cert, key) {
+            Ok((ck, fp)) => (Arc::new(CertStore::new(ck)), Some((cert.clone(), key.clone(), fp))),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_BAD_INPUT;
+            }
+        },
+        _ => {
+            let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+            let ip = args.listen.ip();
+            if !ip.is_unspecified() && !names.contains(&ip.to_string()) {
+                names.push(ip.to_string());
+            }
+            let bundle = match crate::certs::generate(&names, 365) {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("error: cannot generate a certificate: {e}");
+                    return 1;
+                }
+            };
+            let ck = match certified_key_from_pem(bundle.cert_pem.as_bytes(), bundle.key_pem.as_bytes()) {
+                Ok(ck) => ck,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return 1;
+                }
+            };
+            println!("hallmark: generated a self-signed serving certificate for {}", names.join(", "));
+            println!("caBundle: {}", bundle.ca_bundle_base64());
+            (Arc::new(CertStore::new(ck)), None)
+        }
+    };
+    let opts = ServeOptions {
+        listen: args.listen,
+        metrics_listen: args.metrics_listen,
+        client_ca: args.client_ca.clone(),
+        drain: Duration::from_secs(args.drain_seconds),
+        idle_timeout: Duration::from_secs(args.idle_timeout_seconds.max(1)),
+    };
+    let bound = match bind(state.clone(), store.clone(), opts).await {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return 1;
+        }
+    };
+    if let Some((cert, key, fp)) = watched {
+        tokio::spawn(watch_pair(store, cert, key, fp, reload_counter(state.clone())));
+    }
+    if !args.provenance.policies.is_empty() {
+        tokio::spawn(policy_watch(state.clone(), args.provenance.policies.clone()));
+    }
+    if args.watch_policies {
+        tokio::spawn(crate::server::crd::watch(state.clone()));
+    }
+    tracing::info!(listen = %bound.addr, metrics = %bound.metrics_addr, "hallmark serving");
+    match bound.serve(shutdown_signal()).await {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!(error = %e, "server failed");
+            1
+        }
+    }
+}
+
+fn certs(args: CertsArgs) -> i32 {
+    let bundle = match crate::certs::generate(&args.names, args.days) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: cannot generate certificates: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    if let Err(e) = std::fs::create_dir_all(&args.out) {
+        eprintln!("error: {}: {e}", args.out.display());
+        return 1;
+    }
+    for (name, text) in [("ca.crt", &bundle.ca_pem), ("tls.crt", &bundle.cert_pem), ("tls.key", &bundle.key_pem)] {
+        let path = args.out.join(name);
+        if let Err(e) = write_private(&path, text.as_bytes(), name == "tls.key") {
+            eprintln!("error: {}: {e}", path.display());
+            return 1;
+        }
+    }
+    println!("wrote {}/ca.crt, tls.crt, tls.key for {}", args.out.display(), args.names.join(", "));
+    println!("caBundle: {}", bundle.ca_bundle_base64());
+    0
+}
+
+fn write_private(path: &Path, bytes: &[u8], secret: bool) -> std::io::Result<()> {
+    std::fs::write(path, bytes)?;
+    #[cfg(unix)]
+    if secret {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    let _ = secret;
+    Ok(())
+}
+
+/// Reads a YAML or JSON manifest into a JSON value.
+pub fn read_manifest(path: &Path) -> Result<Value, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let v: Value = serde_yaml::from_str(&text).map_err(|e| {
+        let loc = e.location().map(|l| format!(":{}:{}", l.line(), l.column())).unwrap_or_default();
+        format!("{}{loc}: {e}", path.display())
+    })?;
+    if !v.is_object() {
+        return Err(format!("{}: not a Kubernetes object", path.display()));
+    }
+    Ok(v)
+}
+
+/// An AdmissionRequest for an offline write of `new` over `old`.
+pub fn request_for(old: Option<Value>, new: Option<Value>, user: UserInfo, field_manager: Option<String>) -> AdmissionRequest {
+    let operation = match (&old, &new) {
+        (Some(_), Some(_)) => Operation::Update,
+        (Some(_), None) => Operation::Delete,
+        _ => Operation::Create,
+    };
+    let any = new.as_ref().or(old.as_ref());
+    let s = |p: &str| any.and_then(|o| o.pointer(p)).and_then(Value::as_str).map(str::to_owned);
+    let api_version = s("/apiVersion").unwrap_or_default();
+    let (group, version) = match api_version.split_once('/') {
+        Some((g, v)) => (g.to_owned(), v.to_owned()),
+        None => (String::new(), api_version.clone()),
+    };
+    let kind = s("/kind").unwrap_or_default();
+    let resource = plural(&kind);
+    AdmissionRequest {
+        uid: "hallmark-check".to_owned(),
+        kind: GroupVersionKind { group: group.clone(), version: version.clone(), kind },
+        resource: GroupVersionResource { group, version, resource },
+        sub_resource: None,
+        name: s("/metadata/name"),
+        namespace: s("/metadata/namespace"),
+        operation,
+        user_info: user,
+        object: new,
+        old_object: old,
+        dry_run: Some(true),
+        options: crate::admission::RequestOptions { field_manager },
+    }
+}
+
+/// The usual resource name of a kind (good enough for matching rules offline).
+pub fn plural(kind: &str) -> String {
+    let k = kind.to_lowercase();
+    if k.is_empty() {
+        k
+    } else if k.ends_with('s') || k.ends_with("sh") || k.ends_with("ch") || k.ends_with('x') {
+        format!("{k}es")
+    } else if let Some(stem) = k.strip_suffix('y').filter(|s| !s.ends_with(['a', 'e', 'i', 'o', 'u'])) {
+        format!("{stem}ies")
+    } else {
+        format!("{k}s")
+    }
+}
+
+fn check(args: CheckArgs) -> i32 {
+    let settings = match settings(&args.provenance) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let policies = match load_policies(&args.provenance.policies) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let (request, api_version) = match &args.review {
+        Some(path) => {
+            let body = match std::fs::read(path) {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("error: {}: {e}", path.display());
+                    return EXIT_BAD_INPUT;
+                }
+            };
+            match Review::decode(&body) {
+                Ok(r) => (r.request, r.api_version),
+                Err(e) => {
+                    eprintln!("error: {}: {e}", path.display());
+                    return EXIT_BAD_INPUT;
+                }
+            }
+        }
+        None => {
+            let mut extra = std::collections::BTreeMap::<String, Vec<String>>::new();
+            for kv in &args.extra {
+                let Some((k, v)) = kv.split_once('=') else {
+                    eprintln!("error: --extra {kv:?}: expected KEY=VALUE");
+                    return EXIT_BAD_INPUT;
+                };
+                extra.entry(k.to_owned()).or_default().push(v.to_owned());
+            }
+            let read = |p: &Option<PathBuf>| p.as_deref().map(read_manifest).transpose();
+            let (old, new) = match (read(&args.old), read(&args.new)) {
+                (Ok(o), Ok(n)) => (o, n),
+                (Err(e), _) | (_, Err(e)) => {
+                    eprintln!("error: {e}");
+                    return EXIT_BAD_INPUT;
+                }
+            };
+            let user = UserInfo { username: args.user.clone(), uid: None, groups: args.groups.clone(), extra };
+            let new = if args.delete { None } else { new };
+            (request_for(old, new, user, args.field_manager.clone()), crate::admission::V1)
+        }
+    };
+    let engine = Engine::new(Stamper::new(settings), OnError::Allow);
+    let validation = engine.validate(&request, &policies);
+    let mutation = engine.mutate(&request, &policies, jiff::Timestamp::now());
+    print_check(&request, api_version, &mutation.answer, &validation.answer, args.json);
+    if validation.answer.allowed { 0 } else { EXIT_DENIED }
+}
+
+fn print_check(req: &AdmissionRequest, api_version: &str, mutation: &Answer, validation: &Answer, json: bool) {
+    let patch: Option<Value> = mutation.patch.as_ref().and_then(|p| serde_json::from_slice(p).ok());
+    let mut warnings: Vec<&String> = mutation.warnings.iter().chain(validation.warnings.iter()).collect();
+    warnings.dedup();
+    if json {
+        let out = serde_json::json!({
+            "apiVersion": api_version,
+            "object": crate::review::describe(req),
+            "operation": req.operation,
+            "allowed": validation.allowed,
+            "message": validation.denial.as_ref().map(|d| d.message.clone()),
+            "warnings": warnings,
+            "patch": patch,
+            "auditAnnotations": validation.audit_annotations,
+        });
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        return;
+    }
+    println!("{} {}", format!("{:?}", req.operation).to_uppercase(), crate::review::describe(req));
+    match &validation.denial {
+        Some(d) => println!("denied: {}", d.message),
+        None => println!("allowed"),
+    }
+    for w in warnings {
+        println!("warning: {w}");
+    }
+    if let Some(p) = patch {
+        println!("patch: {}", serde_json::to_string(&p).unwrap_or_default());
+    }
+}

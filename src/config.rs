@@ -1,0 +1,247 @@
+//! `hallmark serve --config FILE`: the provenance settings (DESIGN.md "Configuration").
+//!
+//! Every key is optional; unknown keys are errors; a flag given on the command line wins
+//! over the file. Errors name the file, the line and the field.
+
+use crate::policy::Subjects;
+use crate::provenance::GitField;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+pub const DEFAULT_PREFIX: &str = "hallmark.dev/";
+pub const DEFAULT_HISTORY: usize = 5;
+/// The history annotation keeps at most this many entries, whatever the config says:
+/// annotations share a 256 KiB budget per object.
+pub const MAX_HISTORY: usize = 50;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ConfigFile {
+    annotation_prefix: Option<String>,
+    history: Option<usize>,
+    provenance: Option<ProvenanceFile>,
+    reconcilers: Option<SubjectsFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProvenanceFile {
+    declarers: Option<SubjectsFile>,
+    extra: Option<BTreeMap<String, GitField>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubjectsFile {
+    #[serde(default)]
+    users: Vec<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+}
+
+impl From<SubjectsFile> for Subjects {
+    fn from(s: SubjectsFile) -> Subjects {
+        Subjects { users: s.users, groups: s.groups }
+    }
+}
+
+/// The effective provenance settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub annotation_prefix: String,
+    pub history: usize,
+    /// May declare Git fields as annotations on the object.
+    pub declarers: Subjects,
+    /// `userInfo.extra` key -> provenance field.
+    pub extra: Vec<(String, GitField)>,
+    /// Writers whose writes are `channel=gitops`, besides the policies' reconcilers and
+    /// the built-in Flux / Argo CD identities.
+    pub reconcilers: Subjects,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            annotation_prefix: DEFAULT_PREFIX.to_owned(),
+            history: DEFAULT_HISTORY,
+            declarers: Subjects::default(),
+            extra: default_extra(DEFAULT_PREFIX),
+            reconcilers: Subjects::default(),
+        }
+    }
+}
+
+/// The default extra keys are the annotation keys: `hallmark.dev/committer` -> committer.
+pub fn default_extra(prefix: &str) -> Vec<(String, GitField)> {
+    GitField::ALL.iter().map(|f| (format!("{prefix}{}", f.name()), *f)).collect()
+}
+
+/// A config file that cannot be used; its Display is one line: `file:line:col: field: why`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Settings {
+    /// Reads and validates a config file.
+    pub fn from_file(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("{}: cannot read config: {e}", path.display())))?;
+        Settings::from_yaml(&text, &path.display().to_string())
+    }
+
+    pub fn from_yaml(text: &str, source: &str) -> Result<Settings, ConfigError> {
+        let file: ConfigFile = if text.trim().is_empty() {
+            ConfigFile::default()
+        } else {
+            serde_yaml::from_str(text).map_err(|e| {
+                let loc = e.location().map(|l| format!(":{}:{}", l.line(), l.column())).unwrap_or_default();
+                ConfigError(format!("{source}{loc}: {}", crate::admission::one_line(&strip_location(&e.to_string()))))
+            })?
+        };
+        let at = |key: &str| line_of(text, key).map(|l| format!(":{l}")).unwrap_or_default();
+        let mut s = Settings::default();
+        if let Some(prefix) = file.annotation_prefix {
+            validate_prefix(&prefix)
+                .map_err(|why| ConfigError(format!("{source}{}: annotationPrefix: {why}", at("annotationPrefix"))))?;
+            s.extra = default_extra(&prefix);
+            s.annotation_prefix = prefix;
+        }
+        if let Some(h) = file.history {
+            if h > MAX_HISTORY {
+                return Err(ConfigError(format!(
+                    "{source}{}: history: {h} is more than the maximum of {MAX_HISTORY}",
+                    at("history")
+                )));
+            }
+            s.history = h;
+        }
+        if let Some(p) = file.provenance {
+            if let Some(d) = p.declarers {
+                s.declarers = d.into();
+            }
+            if let Some(extra) = p.extra {
+                s.extra = extra.into_iter().collect();
+            }
+        }
+        if let Some(r) = file.reconcilers {
+            s.reconcilers = r.into();
+        }
+        Ok(s)
+    }
+
+    /// Applies `--annotation-prefix` (which also moves the default extra keys along).
+    pub fn set_prefix(&mut self, prefix: String) -> Result<(), ConfigError> {
+        validate_prefix(&prefix).map_err(|why| ConfigError(format!("--annotation-prefix: {why}")))?;
+        if self.extra == default_extra(&self.annotation_prefix) {
+            self.extra = default_extra(&prefix);
+        }
+        self.annotation_prefix = prefix;
+        Ok(())
+    }
+}
+
+/// An annotation prefix is a DNS subdomain followed by `/`, as in `hallmark.dev/`.
+pub fn validate_prefix(prefix: &str) -> Result<(), String> {
+    let Some(domain) = prefix.strip_suffix('/') else {
+        return Err(format!("{prefix:?} must end with '/', e.g. \"hallmark.dev/\""));
+    };
+    let ok = !domain.is_empty()
+        && domain.len() <= 253
+        && domain.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if ok { Ok(()) } else { Err(format!("{prefix:?} is not a DNS subdomain followed by '/'")) }
+}
+
+/// serde_yaml appends " at line X column Y"; the location is printed in front instead.
+fn strip_location(msg: &str) -> String {
+    match msg.find(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg.to_owned(),
+    }
+}
+
+/// The 1-based line on which `key:` first appears.
+fn line_of(text: &str, key: &str) -> Option<usize> {
+    text.lines().position(|l| l.trim_start().starts_with(&format!("{key}:"))).map(|i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_gives_the_defaults() {
+        let s = Settings::from_yaml("", "c.yaml").expect("valid");
+        assert_eq!(s.annotation_prefix, "hallmark.dev/");
+        assert_eq!(s.history, 5);
+        assert_eq!(s.extra.len(), 5);
+        assert!(s.extra.contains(&("hallmark.dev/commit".to_owned(), GitField::Commit)));
+    }
+
+    #[test]
+    fn full_config_from_design_parses() {
+        let text = r#"
+annotationPrefix: audit.example.com/
+history: 3
+provenance:
+  declarers:
+    users: ["system:serviceaccount:ci:deployer"]
+    groups: ["ci-pipelines"]
+  extra:
+    gitlab.com/sha: commit
+    gitlab.com/user_login: committer
+reconcilers:
+  users: ["system:serviceaccount:argocd:argocd-application-controller"]
+"#;
+        let s = Settings::from_yaml(text, "c.yaml").expect("valid");
+        assert_eq!(s.annotation_prefix, "audit.example.com/");
+        assert_eq!(s.history, 3);
+        assert_eq!(s.declarers.groups, vec!["ci-pipelines"]);
+        assert_eq!(
+            s.extra,
+            vec![("gitlab.com/sha".to_owned(), GitField::Commit), ("gitlab.com/user_login".to_owned(), GitField::Committer)]
+        );
+        assert_eq!(s.reconcilers.users.len(), 1);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_with_file_and_line() {
+        let err = Settings::from_yaml("history: 2\nprovenance:\n  declarer: {}\n", "conf/c.yaml").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("conf/c.yaml:3:"), "{msg}");
+        assert!(msg.contains("unknown field `declarer`"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_provenance_field_is_an_error() {
+        let err = Settings::from_yaml("provenance:\n  extra:\n    a/b: author\n", "c.yaml").unwrap_err();
+        assert!(err.to_string().contains("c.yaml:3:"), "{err}");
+        assert!(err.to_string().contains("author"), "{err}");
+    }
+
+    #[test]
+    fn bad_prefix_names_its_line() {
+        let err = Settings::from_yaml("history: 1\nannotationPrefix: Hallmark\n", "c.yaml").unwrap_err();
+        assert_eq!(err.to_string(), "c.yaml:2: annotationPrefix: \"Hallmark\" must end with '/', e.g. \"hallmark.dev/\"");
+    }
+
+    #[test]
+    fn too_long_history_is_refused() {
+        let err = Settings::from_yaml("history: 500\n", "c.yaml").unwrap_err();
+        assert!(err.to_string().starts_with("c.yaml:1: history:"), "{err}");
+    }
+
+    #[test]
+    fn prefix_flag_moves_default_extra_keys() {
+        let mut s = Settings::default();
+        s.set_prefix("audit.example.com/".into()).expect("valid");
+        assert!(s.extra.contains(&("audit.example.com/branch".to_owned(), GitField::Branch)));
+        assert!(s.set_prefix("nope".into()).is_err());
+    }
+}

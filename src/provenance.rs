@@ -1,0 +1,435 @@
+//! Provenance: who, what and where of a write -> the stamp (DESIGN.md "Provenance
+//! annotations").
+//!
+//! Pure: a function of the request, the diff, the channel and the clock. It only ever
+//! touches `metadata.annotations`, and only hallmark's own keys.
+
+use crate::admission::{AdmissionRequest, Operation, truncate};
+use crate::config::Settings;
+use crate::ownership::diff::Change;
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, PatchOperation, RemoveOperation};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The Git fields of a stamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GitField {
+    Committer,
+    Pipeline,
+    Branch,
+    Commit,
+    Repository,
+}
+
+impl GitField {
+    pub const ALL: [GitField; 5] =
+        [GitField::Committer, GitField::Pipeline, GitField::Branch, GitField::Commit, GitField::Repository];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            GitField::Committer => "committer",
+            GitField::Pipeline => "pipeline",
+            GitField::Branch => "branch",
+            GitField::Commit => "commit",
+            GitField::Repository => "repository",
+        }
+    }
+}
+
+/// How the write reached the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    Push,
+    Gitops,
+    BreakGlass,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Push => "push",
+            Channel::Gitops => "gitops",
+            Channel::BreakGlass => "break-glass",
+        }
+    }
+}
+
+/// Where the Git fields of a stamp came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    Verified,
+    Declared,
+    None,
+}
+
+impl Trust {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trust::Verified => "verified",
+            Trust::Declared => "declared",
+            Trust::None => "none",
+        }
+    }
+}
+
+/// The full annotation keys, built once from the prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    pub applied_by: String,
+    pub applied_at: String,
+    pub field_manager: String,
+    pub channel: String,
+    pub trust: String,
+    pub history: String,
+    /// Indexed like [`GitField::ALL`].
+    pub git: [String; 5],
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Keys {
+        let k = |name: &str| format!("{prefix}{name}");
+        Keys {
+            applied_by: k("applied-by"),
+            applied_at: k("applied-at"),
+            field_manager: k("field-manager"),
+            channel: k("channel"),
+            trust: k("trust"),
+            history: k("history"),
+            git: GitField::ALL.map(|f| k(f.name())),
+        }
+    }
+
+    pub fn git(&self, field: GitField) -> &str {
+        &self.git[field as usize]
+    }
+
+    /// Every key hallmark writes, in a stable order.
+    pub fn all(&self) -> impl Iterator<Item = &str> {
+        [&self.applied_by, &self.applied_at, &self.field_manager, &self.channel, &self.trust]
+            .into_iter()
+            .chain(self.git.iter())
+            .chain(std::iter::once(&self.history))
+            .map(String::as_str)
+    }
+
+    /// Keys nobody but hallmark may set: a request's value for them is always replaced.
+    fn derived(&self) -> [&str; 6] {
+        [&self.applied_by, &self.applied_at, &self.field_manager, &self.channel, &self.trust, &self.history]
+    }
+}
+
+/// Upper bound of a provenance value copied from a request, so that a hostile value cannot
+/// blow the object's 256 KiB annotation budget.
+const MAX_VALUE_CHARS: usize = 1024;
+/// Paths a history entry names before it only counts the rest.
+const HISTORY_PATHS: usize = 8;
+
+/// The provenance engine, built once from the settings.
+#[derive(Debug, Clone)]
+pub struct Stamper {
+    pub keys: Keys,
+    pub settings: Settings,
+}
+
+/// The stamp of one write: the patch to `request.object` and warnings for the user.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StampResult {
+    pub ops: Vec<PatchOperation>,
+    pub warnings: Vec<String>,
+    /// True when the write changed nothing and the previous stamp was kept.
+    pub noop: bool,
+}
+
+/// Why a request could not be stamped (it is then allowed without a patch).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StampError {
+    #[error("object has no metadata object")]
+    NoMetadata,
+    #[error("object metadata.annotations is not a map")]
+    AnnotationsNotAMap,
+}
+
+/// One entry of the `history` annotation. Short keys: the annotation lives on the object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct HistoryEntry {
+    pub at: String,
+    pub by: String,
+    pub channel: String,
+    pub trust: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manager: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed: Vec<String>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub more: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+impl HistoryEntry {
+    pub fn git(&self, field: GitField) -> Option<&str> {
+        match field {
+            GitField::Committer => self.committer.as_deref(),
+            GitField::Pipeline => self.pipeline.as_deref(),
+            GitField::Branch => self.branch.as_deref(),
+            GitField::Commit => self.commit.as_deref(),
+            GitField::Repository => self.repository.as_deref(),
+        }
+    }
+
+    fn set_git(&mut self, field: GitField, value: Option<String>) {
+        let slot = match field {
+            GitField::Committer => &mut self.committer,
+            GitField::Pipeline => &mut self.pipeline,
+            GitField::Branch => &mut self.branch,
+            GitField::Commit => &mut self.commit,
+            GitField::Repository => &mut self.repository,
+        };
+        *slot = value;
+    }
+}
+
+/// Reads a `history` annotation value; anything that is not a list of entries reads as
+/// empty (it was not written by hallmark, so it is not history).
+pub fn parse_history(value: Option<&Value>) -> Vec<HistoryEntry> {
+    value
+        .and_then(Value::as_str)
+        .and_then(|s| serde_json::from_str::<Vec<HistoryEntry>>(s).ok())
+        .unwrap_or_default()
+}
+
+pub fn annotations(obj: &Value) -> Option<&Map<String, Value>> {
+    obj.get("metadata")?.get("annotations")?.as_object()
+}
+
+impl Stamper {
+    pub fn new(settings: Settings) -> Stamper {
+        Stamper { keys: Keys::new(&settings.annotation_prefix), settings }
+    }
+
+    /// The stamp for a CREATE or UPDATE of a main resource. `changes` is the diff of
+    /// `oldObject` -> `object` (ignored for CREATE); `channel` is decided by the caller,
+    /// which knows the reconcilers and the ownership verdict.
+    pub fn stamp(
+        &self,
+        req: &AdmissionRequest,
+        object: &Value,
+        changes: &[Change<'_>],
+        channel: Channel,
+        now: jiff::Timestamp,
+    ) -> Result<StampResult, StampError> {
+        let metadata = object.get("metadata").and_then(Value::as_object).ok_or(StampError::NoMetadata)?;
+        let current = match metadata.get("annotations") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(m)) => Some(m),
+            Some(_) => return Err(StampError::AnnotationsNotAMap),
+        };
+        let old = match req.operation {
+            Operation::Update => req.old_object.as_ref(),
+            _ => None,
+        };
+        let old_ann = old.and_then(annotations);
+        let mut warnings = Vec::new();
+
+        if old.is_some() && changes.is_empty() {
+            // A no-op write keeps the previous stamp exactly, so the apiserver stores nothing.
+            let mut desired: Vec<(&str, String)> = Vec::new();
+            for key in self.keys.all() {
+                let before = get(old_ann, key);
+                let now_value = current.and_then(|m| m.get(key));
+                if let (Some(b), Some(n)) = (before, now_value) {
+                    if n.as_str() != Some(b) {
+                        warnings.push(format!("{key} is written by hallmark: the change to it was reverted"));
+                    }
+                } else if before.is_none() && now_value.is_some() {
+                    warnings.push(format!("{key} is written by hallmark: the annotation was removed"));
+                }
+                if let Some(b) = before {
+                    desired.push((key, b.to_owned()));
+                }
+            }
+            let ops = self.ops_for(current, &desired);
+            return Ok(StampResult { ops, warnings, noop: true });
+        }
+
+        let user = &req.user_info;
+        let manager = req.field_manager();
+
+        // Git fields: verified extras first, then a trusted declarer's annotations.
+        let mut verified: Vec<(GitField, String)> = Vec::new();
+        for (extra_key, field) in &self.settings.extra {
+            if verified.iter().any(|(f, _)| f == field) {
+                continue;
+            }
+            if let Some(values) = user.extra.get(extra_key) {
+                let joined = values.iter().map(|v| v.trim()).filter(|v| !v.is_empty()).collect::<Vec<_>>().join(",");
+                if !joined.is_empty() {
+                    verified.push((*field, clean_value(&joined)));
+                }
+            }
+        }
+        let supplied: Vec<(GitField, &str)> = GitField::ALL
+            .iter()
+            .filter_map(|&f| {
+                let key = self.keys.git(f);
+                let value = get(current, key)?;
+                let is_new = get(old_ann, key) != Some(value);
+                (is_new || old.is_none() || manager.is_some_and(|m| manages_annotation(object, m, key)))
+                    .then_some((f, value))
+            })
+            .collect();
+        let declarer = self.settings.declarers.contains(&user.username, &user.groups);
+        let (trust, git): (Trust, Vec<(GitField, String)>) = if !verified.is_empty() {
+            for (f, v) in &supplied {
+                if verified.iter().all(|(vf, vv)| vf != f || vv != v) {
+                    warnings.push(format!(
+                        "{} was replaced: provenance comes from the verified identity of {}",
+                        self.keys.git(*f),
+                        user.username
+                    ));
+                }
+            }
+            (Trust::Verified, verified)
+        } else if declarer && !supplied.is_empty() {
+            (Trust::Declared, supplied.iter().map(|(f, v)| (*f, clean_value(v))).collect())
+        } else {
+            for (f, _) in &supplied {
+                warnings.push(format!(
+                    "{} was removed: {} is not a trusted provenance declarer",
+                    self.keys.git(*f),
+                    user.username
+                ));
+            }
+            (Trust::None, Vec::new())
+        };
+
+        let applied_at = now.round(jiff::Unit::Second).unwrap_or(now).strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let applied_by = clean_value(&user.username);
+        let mut desired: Vec<(&str, String)> = vec![
+            (&self.keys.applied_by, applied_by.clone()),
+            (&self.keys.applied_at, applied_at.clone()),
+        ];
+        if let Some(m) = manager {
+            desired.push((&self.keys.field_manager, clean_value(m)));
+        }
+        desired.push((&self.keys.channel, channel.as_str().to_owned()));
+        desired.push((&self.keys.trust, trust.as_str().to_owned()));
+        for (f, v) in &git {
+            desired.push((self.keys.git(*f), v.clone()));
+        }
+
+        // Somebody tried to set what only hallmark writes.
+        for key in self.keys.derived() {
+            if let Some(v) = current.and_then(|m| m.get(key)) {
+                let set_by_request = old.is_none() || old_ann.and_then(|m| m.get(key)) != Some(v);
+                let ours = desired.iter().find(|(k, _)| *k == key).map(|(_, d)| d.as_str());
+                if set_by_request && v.as_str() != ours && key != self.keys.applied_at {
+                    warnings.push(format!("{key} is written by hallmark: the request's value was replaced"));
+                }
+            }
+        }
+
+        if self.settings.history > 0 {
+            let mut entry = HistoryEntry {
+                at: applied_at,
+                by: applied_by,
+                channel: channel.as_str().to_owned(),
+                trust: trust.as_str().to_owned(),
+                op: (req.operation == Operation::Create).then(|| "create".to_owned()),
+                manager: manager.map(clean_value),
+                ..HistoryEntry::default()
+            };
+            for (f, v) in &git {
+                entry.set_git(*f, Some(truncate(v, 256)));
+            }
+            if old.is_some() {
+                entry.changed = changes.iter().take(HISTORY_PATHS).map(|c| c.path.to_string()).collect();
+                entry.more = changes.len().saturating_sub(HISTORY_PATHS);
+            }
+            let mut history = vec![entry];
+            history.extend(parse_history(old_ann.and_then(|m| m.get(&self.keys.history))));
+            history.truncate(self.settings.history);
+            desired.push((&self.keys.history, serde_json::to_string(&history).unwrap_or_default()));
+        }
+
+        let ops = self.ops_for(current, &desired);
+        Ok(StampResult { ops, warnings, noop: false })
+    }
+
+    /// The patch that makes hallmark's keys in `current` exactly `desired` (others removed),
+    /// leaving every other annotation alone.
+    fn ops_for(&self, current: Option<&Map<String, Value>>, desired: &[(&str, String)]) -> Vec<PatchOperation> {
+        let Some(current) = current else {
+            if desired.is_empty() {
+                return Vec::new();
+            }
+            let map: Map<String, Value> = desired.iter().map(|(k, v)| ((*k).to_owned(), Value::String(v.clone()))).collect();
+            return vec![PatchOperation::Add(AddOperation {
+                path: PointerBuf::from_tokens(["metadata", "annotations"]),
+                value: Value::Object(map),
+            })];
+        };
+        let mut ops = Vec::new();
+        for key in self.keys.all() {
+            let want = desired.iter().find(|(k, _)| *k == key).map(|(_, v)| v);
+            match (current.get(key), want) {
+                (Some(_), None) => ops.push(PatchOperation::Remove(RemoveOperation {
+                    path: PointerBuf::from_tokens(["metadata", "annotations", key]),
+                })),
+                (have, Some(want)) if have.and_then(Value::as_str) != Some(want.as_str()) => {
+                    ops.push(PatchOperation::Add(AddOperation {
+                        path: PointerBuf::from_tokens(["metadata", "annotations", key]),
+                        value: Value::String(want.clone()),
+                    }))
+                }
+                _ => {}
+            }
+        }
+        ops
+    }
+}
+
+/// True when `object.metadata.managedFields` shows field manager `manager` (on the main
+/// resource) owning annotation `key`: the write itself supplied it, even when its value
+/// did not change (a server-side or client-side re-apply of the same manifest).
+fn manages_annotation(object: &Value, manager: &str, key: &str) -> bool {
+    let Some(entries) = object.pointer("/metadata/managedFields").and_then(Value::as_array) else {
+        return false;
+    };
+    let field = format!("f:{key}");
+    entries.iter().any(|e| {
+        e.get("manager").and_then(Value::as_str) == Some(manager)
+            && e.get("subresource").and_then(Value::as_str).is_none_or(str::is_empty)
+            && e.get("fieldsV1")
+                .and_then(|f| f.get("f:metadata"))
+                .and_then(|f| f.get("f:annotations"))
+                .and_then(|f| f.get(&field))
+                .is_some()
+    })
+}
+
+fn get<'a>(m: Option<&'a Map<String, Value>>, key: &str) -> Option<&'a str> {
+    m.and_then(|m| m.get(key)).and_then(Value::as_str)
+}
+
+/// A value copied into an annotation: one line, bounded.
+fn clean_value(v: &str) -> String {
+    let v: String = v.chars().filter(|c| !c.is_control()).collect();
+    truncate(v.trim(), MAX_VALUE_CHARS)
+}

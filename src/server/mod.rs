@@ -1,0 +1,238 @@
+//! The HTTPS server: router, TLS (and its reload), health, shutdown.
+
+pub mod crd;
+pub mod reload;
+pub mod serve;
+pub mod tls;
+
+pub use reload::policy_watch;
+
+use crate::admission::{Review, encode_response, one_line};
+use crate::metrics::{EndpointLabels, Metrics, RequestLabels};
+use crate::policy::{CompiledPolicy, PolicySet};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use crate::review::{Decision, Engine, describe};
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Request bodies up to this size are accepted (an UPDATE carries two objects of up to
+/// 1.5 MiB each in etcd, plus the review around them); larger ones get 413.
+pub const MAX_BODY: usize = 8 * 1024 * 1024;
+/// Bodies above this are decoded off the async worker threads.
+const BLOCKING_THRESHOLD: usize = 256 * 1024;
+/// A client must finish sending its body within this time.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Shared, swappable state of a running server.
+pub struct AppState {
+    pub engine: Engine,
+    pub policies: ArcSwap<PolicySet>,
+    pub metrics: Metrics,
+    /// False until certificates and policies are loaded, and during shutdown.
+    pub ready: AtomicBool,
+    /// Every policy source has loaded at least once (stays true once set).
+    pub policies_loaded: AtomicBool,
+    /// The policies of each source (`files`, `crd`); the snapshot is their union.
+    sources: Mutex<BTreeMap<&'static str, Vec<CompiledPolicy>>>,
+    /// Sources that must load before the server is ready.
+    expected_sources: Mutex<Vec<&'static str>>,
+}
+
+impl AppState {
+    pub fn new(engine: Engine, policies: PolicySet) -> AppState {
+        let metrics = Metrics::new();
+        metrics.policies.set(policies.policies.len() as i64);
+        AppState {
+            engine,
+            policies: ArcSwap::from_pointee(policies),
+            metrics,
+            ready: AtomicBool::new(false),
+            policies_loaded: AtomicBool::new(false),
+            sources: Mutex::new(BTreeMap::new()),
+            expected_sources: Mutex::new(vec!["files"]),
+        }
+    }
+
+    /// Declares a source (e.g. `crd`) that must load once before `/readyz` is true.
+    pub fn expect_source(&self, name: &'static str) {
+        let mut e = self.expected_sources.lock().unwrap_or_else(|p| p.into_inner());
+        if !e.contains(&name) {
+            e.push(name);
+        }
+        self.policies_loaded.store(false, Ordering::SeqCst);
+    }
+
+    /// Replaces the policies of one source and publishes the union as the new snapshot.
+    pub fn set_source(&self, name: &'static str, policies: Vec<CompiledPolicy>) {
+        let mut sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        sources.insert(name, policies);
+        let all: Vec<CompiledPolicy> = sources.values().flatten().cloned().collect();
+        self.metrics.policies.set(all.len() as i64);
+        self.policies.store(Arc::new(PolicySet { policies: all }));
+        let expected = self.expected_sources.lock().unwrap_or_else(|p| p.into_inner());
+        if expected.iter().all(|e| sources.contains_key(e)) {
+            self.policies_loaded.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Sets the file policies (startup and tests).
+    pub fn set_policies(&self, policies: PolicySet) {
+        self.set_source("files", policies.policies);
+    }
+}
+
+/// The TLS router: the two review endpoints and health.
+pub fn app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/mutate", post(mutate))
+        .route("/validate", post(validate))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// The plain-HTTP metrics router.
+pub fn metrics_app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(s): State<Arc<AppState>>| async move {
+                ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.metrics.encode())
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(state)
+}
+
+async fn readyz(State(s): State<Arc<AppState>>) -> Response {
+    if s.ready.load(Ordering::SeqCst) && s.policies_loaded.load(Ordering::SeqCst) {
+        "ok".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Mutate,
+    Validate,
+}
+
+impl Endpoint {
+    fn name(self) -> &'static str {
+        match self {
+            Endpoint::Mutate => "mutate",
+            Endpoint::Validate => "validate",
+        }
+    }
+}
+
+async fn mutate(State(s): State<Arc<AppState>>, body: Body) -> Response {
+    handle(s, Endpoint::Mutate, body).await
+}
+
+async fn validate(State(s): State<Arc<AppState>>, body: Body) -> Response {
+    handle(s, Endpoint::Validate, body).await
+}
+
+async fn handle(state: Arc<AppState>, endpoint: Endpoint, body: Body) -> Response {
+    let bytes = match read_body(body).await {
+        Ok(b) => b,
+        Err(resp) => {
+            state.metrics.error(endpoint.name(), "body");
+            return resp;
+        }
+    };
+    if bytes.len() > BLOCKING_THRESHOLD {
+        let st = state.clone();
+        match tokio::task::spawn_blocking(move || answer(&st, endpoint, &bytes)).await {
+            Ok(r) => r,
+            Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+        }
+    } else {
+        answer(&state, endpoint, &bytes)
+    }
+}
+
+async fn read_body(body: Body) -> Result<Bytes, Response> {
+    match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY)).await {
+        Err(_) => Err(plain(StatusCode::REQUEST_TIMEOUT, "request body was not received in time")),
+        Ok(Err(e)) => {
+            // axum reports an over-limit body through the error's source chain.
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+                || e.to_string().contains("length limit");
+            if too_large {
+                Err(plain(StatusCode::PAYLOAD_TOO_LARGE, "request body is larger than 8 MiB"))
+            } else {
+                Err(plain(StatusCode::BAD_REQUEST, "request body could not be read"))
+            }
+        }
+        Ok(Ok(b)) => Ok(b),
+    }
+}
+
+fn plain(status: StatusCode, text: &str) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{text}\n")).into_response()
+}
+
+/// Decodes, decides and encodes one review. Synchronous: the whole of it is CPU work.
+fn answer(state: &AppState, endpoint: Endpoint, body: &[u8]) -> Response {
+    let started = Instant::now();
+    let review = match Review::decode(body) {
+        Ok(r) => r,
+        Err(e) => {
+            state.metrics.error(endpoint.name(), "malformed");
+            state.metrics.requests.get_or_create(&RequestLabels { endpoint: endpoint.name(), outcome: "malformed" }).inc();
+            tracing::debug!(endpoint = endpoint.name(), error = %e, "malformed review");
+            return plain(StatusCode::BAD_REQUEST, &one_line(&e.to_string()));
+        }
+    };
+    let req = &review.request;
+    let policies = state.policies.load();
+    let decision: Decision = match endpoint {
+        Endpoint::Mutate => state.engine.mutate(req, &policies, jiff::Timestamp::now()),
+        Endpoint::Validate => state.engine.validate(req, &policies),
+    };
+    let out = encode_response(review.api_version, &req.uid, &decision.answer);
+    record(state, endpoint, req, &decision, started);
+    ([(header::CONTENT_TYPE, "application/json")], out).into_response()
+}
+
+fn record(state: &AppState, endpoint: Endpoint, req: &crate::admission::AdmissionRequest, d: &Decision, started: Instant) {
+    let m = &state.metrics;
+    let name = endpoint.name();
+    m.requests.get_or_create(&RequestLabels { endpoint: name, outcome: d.outcome }).inc();
+    m.duration.get_or_create(&EndpointLabels { endpoint: name }).observe(started.elapsed().as_secs_f64());
+    if d.answer.patch.is_some() {
+        m.patches.inc();
+    }
+    if !d.answer.warnings.is_empty() {
+        m.warnings.get_or_create(&EndpointLabels { endpoint: name }).inc_by(d.answer.warnings.len() as u64);
+    }
+    if let Some(kind) = d.error {
+        m.error(name, kind);
+    }
+    match d.outcome {
+        "denied" | "break-glass" | "error" => tracing::info!(
+            endpoint = name,
+            outcome = d.outcome,
+            object = %describe(req),
+            user = %req.user_info.username,
+            uid = %req.uid,
+            dry_run = req.dry_run.unwrap_or(false),
+            "admission decision"
+        ),
+        _ => tracing::debug!(endpoint = name, outcome = d.outcome, object = %describe(req), uid = %req.uid, "admission decision"),
+    }
+}

@@ -1,0 +1,174 @@
+//! TLS: a certificate resolver whose key swaps without locks, its reload from files, and
+//! the rustls server configuration.
+//!
+//! Reload polls the files (every `RELOAD_INTERVAL`) and compares their bytes rather than
+//! relying on inotify: Kubernetes updates a Secret volume by atomically swapping the
+//! `..data` symlink, which file watches on the linked files do not see reliably.
+
+use crate::metrics::Metrics;
+use arc_swap::ArcSwap;
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
+    #[error("certificate and key do not form a usable pair: {0}")]
+    Pair(String),
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+/// The crypto provider hallmark uses everywhere (ring).
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The serving certificate in force; swapped atomically on reload.
+#[derive(Debug)]
+pub struct CertStore {
+    current: ArcSwap<CertifiedKey>,
+}
+
+impl CertStore {
+    pub fn new(key: CertifiedKey) -> CertStore {
+        CertStore { current: ArcSwap::from_pointee(key) }
+    }
+
+    pub fn swap(&self, key: CertifiedKey) {
+        self.current.store(Arc::new(key));
+    }
+
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        self.current.load_full()
+    }
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+/// Builds a certified key from PEM text, checking that key and certificate belong together.
+pub fn certified_key_from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, TlsError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Pair(format!("certificate PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(TlsError::Pair("no certificate in the certificate file".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::Pair(format!("private key PEM: {e}")))?;
+    CertifiedKey::from_der(certs, key, &provider()).map_err(|e| TlsError::Pair(e.to_string()))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|e| TlsError::File { path: path.display().to_string(), message: e.to_string() })
+}
+
+/// Reads a certificate/key pair from files.
+pub fn load_pair(cert: &Path, key: &Path) -> Result<(CertifiedKey, Vec<u8>), TlsError> {
+    let c = read(cert)?;
+    let k = read(key)?;
+    let ck = certified_key_from_pem(&c, &k)?;
+    let mut fingerprint = c;
+    fingerprint.extend_from_slice(&k);
+    Ok((ck, fingerprint))
+}
+
+/// The rustls configuration: TLS 1.2 and 1.3 with rustls' safe defaults, ALPN h2 and
+/// http/1.1, optional client-certificate authentication of kube-apiserver.
+pub fn server_config(store: Arc<CertStore>, client_ca: Option<&Path>) -> Result<ServerConfig, TlsError> {
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let pem = read(path)?;
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|e| TlsError::File { path: path.display().to_string(), message: e.to_string() })?;
+                roots.add(cert).map_err(|e| TlsError::File { path: path.display().to_string(), message: e.to_string() })?;
+            }
+            if roots.is_empty() {
+                return Err(TlsError::File { path: path.display().to_string(), message: "no CA certificate".into() });
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                .build()
+                .map_err(|e| TlsError::Config(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_cert_resolver(store);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Watches a certificate/key pair on disk and swaps it into `store` when it changes. A
+/// broken new pair is refused with an error; the old one stays in force.
+pub async fn watch_pair(
+    store: Arc<CertStore>,
+    cert: PathBuf,
+    key: PathBuf,
+    mut fingerprint: Vec<u8>,
+    metrics: Arc<dyn Fn(bool) + Send + Sync>,
+) {
+    let mut last_error: Option<String> = None;
+    loop {
+        tokio::time::sleep(RELOAD_INTERVAL).await;
+        let (c, k) = (cert.clone(), key.clone());
+        let read = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, TlsError> {
+            let mut bytes = read(&c)?;
+            bytes.extend_from_slice(&read(&k)?);
+            Ok(bytes)
+        })
+        .await;
+        let bytes = match read {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                report(&mut last_error, e.to_string(), &metrics);
+                continue;
+            }
+            Err(_) => continue,
+        };
+        if bytes == fingerprint {
+            continue;
+        }
+        match load_pair(&cert, &key) {
+            Ok((ck, fp)) if fp == bytes => {
+                store.swap(ck);
+                fingerprint = fp;
+                last_error = None;
+                metrics(true);
+                tracing::info!(cert = %cert.display(), "serving certificate reloaded");
+            }
+            // The files changed between the two reads (a rotation in progress): next round.
+            Ok(_) => {}
+            Err(e) => report(&mut last_error, e.to_string(), &metrics),
+        }
+    }
+}
+
+fn report(last: &mut Option<String>, error: String, metrics: &Arc<dyn Fn(bool) + Send + Sync>) {
+    if last.as_deref() != Some(error.as_str()) {
+        tracing::error!(%error, "new serving certificate refused; the previous one stays in force");
+        metrics(false);
+        *last = Some(error);
+    }
+}
+
+/// Keeps the metrics type out of the watcher's signature.
+pub fn reload_counter(metrics: Arc<crate::server::AppState>) -> Arc<dyn Fn(bool) + Send + Sync> {
+    Arc::new(move |ok| Metrics::reload(&metrics.metrics, "certificate", ok))
+}
