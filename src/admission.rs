@@ -41,6 +41,26 @@ struct Envelope {
     request: Option<AdmissionRequest>,
 }
 
+#[derive(Deserialize)]
+struct OuterEnvelope {
+    #[serde(rename = "apiVersion", default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+}
+
+fn check_envelope(api_version: &str, kind: &str) -> Result<&'static str, ReviewError> {
+    let version = match api_version {
+        V1 => V1,
+        V1BETA1 => V1BETA1,
+        other => return Err(ReviewError::ApiVersion(truncate(other, 80))),
+    };
+    if kind != "AdmissionReview" {
+        return Err(ReviewError::Kind(truncate(kind, 80)));
+    }
+    Ok(version)
+}
+
 /// A decoded review: the request and the version to answer in.
 #[derive(Debug, Clone)]
 pub struct Review {
@@ -51,15 +71,18 @@ pub struct Review {
 impl Review {
     /// Decodes a body exactly as kube-apiserver sends it.
     pub fn decode(body: &[u8]) -> Result<Review, ReviewError> {
-        let env: Envelope = serde_json::from_slice(body).map_err(|e| ReviewError::Json(one_line(&e.to_string())))?;
-        let api_version = match env.api_version.as_str() {
-            V1 => V1,
-            V1BETA1 => V1BETA1,
-            other => return Err(ReviewError::ApiVersion(truncate(other, 80))),
+        let env: Envelope = match serde_json::from_slice(body) {
+            Ok(env) => env,
+            Err(e) => {
+                // Say what is wrong with the envelope first, if anything: a wrong kind or
+                // version explains a request that does not decode.
+                if let Ok(outer) = serde_json::from_slice::<OuterEnvelope>(body) {
+                    check_envelope(&outer.api_version, &outer.kind)?;
+                }
+                return Err(ReviewError::Json(one_line(&e.to_string())));
+            }
         };
-        if env.kind != "AdmissionReview" {
-            return Err(ReviewError::Kind(truncate(&env.kind, 80)));
-        }
+        let api_version = check_envelope(&env.api_version, &env.kind)?;
         let request = env.request.ok_or(ReviewError::MissingRequest)?;
         if request.uid.is_empty() {
             return Err(ReviewError::MissingUid);
@@ -179,11 +202,7 @@ where
 {
     let v = Option::<Value>::deserialize(d)?;
     Ok(RequestOptions {
-        field_manager: v
-            .as_ref()
-            .and_then(|v| v.get("fieldManager"))
-            .and_then(Value::as_str)
-            .map(str::to_owned),
+        field_manager: v.as_ref().and_then(|v| v.get("fieldManager")).and_then(Value::as_str).map(str::to_owned),
     })
 }
 

@@ -2,7 +2,9 @@
 //! default of `hallmark serve` and for `hallmark certs`.
 
 use base64::Engine as _;
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+};
 
 /// A CA and one serving certificate, PEM-encoded.
 pub struct Bundle {

@@ -20,7 +20,11 @@ pub const EXIT_DENIED: i32 = 1;
 pub const EXIT_BAD_INPUT: i32 = 2;
 
 #[derive(Parser, Debug)]
-#[command(name = "hallmark", version, about = "Kubernetes admission webhook: provenance stamps and Git field ownership")]
+#[command(
+    name = "hallmark",
+    version,
+    about = "Kubernetes admission webhook: provenance stamps and Git field ownership"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -339,7 +343,12 @@ pub fn read_manifest(path: &Path) -> Result<Value, String> {
 }
 
 /// An AdmissionRequest for an offline write of `new` over `old`.
-pub fn request_for(old: Option<Value>, new: Option<Value>, user: UserInfo, field_manager: Option<String>) -> AdmissionRequest {
+pub fn request_for(
+    old: Option<Value>,
+    new: Option<Value>,
+    user: UserInfo,
+    field_manager: Option<String>,
+) -> AdmissionRequest {
     let operation = match (&old, &new) {
         (Some(_), Some(_)) => Operation::Update,
         (Some(_), None) => Operation::Delete,

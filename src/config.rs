@@ -205,7 +205,10 @@ reconcilers:
         assert_eq!(s.declarers.groups, vec!["ci-pipelines"]);
         assert_eq!(
             s.extra,
-            vec![("gitlab.com/sha".to_owned(), GitField::Commit), ("gitlab.com/user_login".to_owned(), GitField::Committer)]
+            vec![
+                ("gitlab.com/sha".to_owned(), GitField::Commit),
+                ("gitlab.com/user_login".to_owned(), GitField::Committer)
+            ]
         );
         assert_eq!(s.reconcilers.users.len(), 1);
     }
@@ -228,7 +231,10 @@ reconcilers:
     #[test]
     fn bad_prefix_names_its_line() {
         let err = Settings::from_yaml("history: 1\nannotationPrefix: Hallmark\n", "c.yaml").unwrap_err();
-        assert_eq!(err.to_string(), "c.yaml:2: annotationPrefix: \"Hallmark\" must end with '/', e.g. \"hallmark.dev/\"");
+        assert_eq!(
+            err.to_string(),
+            "c.yaml:2: annotationPrefix: \"Hallmark\" must end with '/', e.g. \"hallmark.dev/\""
+        );
     }
 
     #[test]

@@ -65,7 +65,11 @@ impl Metrics {
         let reloads = Family::<ReloadLabels, Counter>::default();
         let policies = Gauge::default();
         let connections = Counter::default();
-        registry.register("admission_requests", "Admission reviews answered, by endpoint and outcome", requests.clone());
+        registry.register(
+            "admission_requests",
+            "Admission reviews answered, by endpoint and outcome",
+            requests.clone(),
+        );
         registry.register(
             "admission_duration_seconds",
             "Time from a complete request body to the encoded answer",

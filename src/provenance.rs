@@ -208,10 +208,7 @@ impl HistoryEntry {
 /// Reads a `history` annotation value; anything that is not a list of entries reads as
 /// empty (it was not written by hallmark, so it is not history).
 pub fn parse_history(value: Option<&Value>) -> Vec<HistoryEntry> {
-    value
-        .and_then(Value::as_str)
-        .and_then(|s| serde_json::from_str::<Vec<HistoryEntry>>(s).ok())
-        .unwrap_or_default()
+    value.and_then(Value::as_str).and_then(|s| serde_json::from_str::<Vec<HistoryEntry>>(s).ok()).unwrap_or_default()
 }
 
 pub fn annotations(obj: &Value) -> Option<&Map<String, Value>> {
@@ -321,10 +318,8 @@ impl Stamper {
 
         let applied_at = now.round(jiff::Unit::Second).unwrap_or(now).strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
         let applied_by = clean_value(&user.username);
-        let mut desired: Vec<(&str, String)> = vec![
-            (&self.keys.applied_by, applied_by.clone()),
-            (&self.keys.applied_at, applied_at.clone()),
-        ];
+        let mut desired: Vec<(&str, String)> =
+            vec![(&self.keys.applied_by, applied_by.clone()), (&self.keys.applied_at, applied_at.clone())];
         if let Some(m) = manager {
             desired.push((&self.keys.field_manager, clean_value(m)));
         }
@@ -379,7 +374,8 @@ impl Stamper {
             if desired.is_empty() {
                 return Vec::new();
             }
-            let map: Map<String, Value> = desired.iter().map(|(k, v)| ((*k).to_owned(), Value::String(v.clone()))).collect();
+            let map: Map<String, Value> =
+                desired.iter().map(|(k, v)| ((*k).to_owned(), Value::String(v.clone()))).collect();
             return vec![PatchOperation::Add(AddOperation {
                 path: PointerBuf::from_tokens(["metadata", "annotations"]),
                 value: Value::Object(map),

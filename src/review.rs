@@ -77,9 +77,8 @@ impl Engine {
         }
         // A policy that requires a pod-bound token for this identity is not bypassed
         // through the built-in or configured lists.
-        let demands_token = policies
-            .effective()
-            .any(|p| p.require_pod_token && p.reconcilers.contains(&user.username, &user.groups));
+        let demands_token =
+            policies.effective().any(|p| p.require_pod_token && p.reconcilers.contains(&user.username, &user.groups));
         let listed = settings.reconcilers.contains(&user.username, &user.groups)
             || BUILTIN_RECONCILERS.contains(&user.username.as_str());
         listed && (!demands_token || verdict::has_pod_token(user))
@@ -182,10 +181,9 @@ pub fn answer_for(verdict: &Verdict, username: &str) -> Decision {
     };
     if let Some(message) = verdict.deny_message() {
         let mut answer = Answer::deny(message);
-        answer.audit_annotations.insert(
-            "ownership-denied".to_owned(),
-            listed(&mut verdict.denials().map(|f| f.path.as_str())),
-        );
+        answer
+            .audit_annotations
+            .insert("ownership-denied".to_owned(), listed(&mut verdict.denials().map(|f| f.path.as_str())));
         let mut policies: Vec<&str> = verdict.denials().map(|f| f.policy.as_str()).collect();
         policies.dedup();
         answer.audit_annotations.insert("policy".to_owned(), policies.join(","));
@@ -208,8 +206,9 @@ pub fn answer_for(verdict: &Verdict, username: &str) -> Decision {
 /// The object a decision is about, for logs: kind, namespace, name — never content.
 pub fn describe(req: &AdmissionRequest) -> String {
     let ns = req.namespace().map(|n| format!("{n}/")).unwrap_or_default();
-    let name = req.name.as_deref().or_else(|| {
-        req.object.as_ref().and_then(|o| o.pointer("/metadata/name")).and_then(Value::as_str)
-    });
+    let name = req
+        .name
+        .as_deref()
+        .or_else(|| req.object.as_ref().and_then(|o| o.pointer("/metadata/name")).and_then(Value::as_str));
     format!("{}/{ns}{}", req.resource.resource, name.unwrap_or(""))
 }

@@ -121,11 +121,7 @@ pub fn evaluate(req: &AdmissionRequest, changes: &[Change<'_>], policies: &Polic
             if policy.delete_protection {
                 let managers = reconciler_managers(old, policy);
                 if let Some(manager) = managers.first() {
-                    let what = format!(
-                        "{}/{}",
-                        req.resource.resource,
-                        req.name.as_deref().unwrap_or("")
-                    );
+                    let what = format!("{}/{}", req.resource.resource, req.name.as_deref().unwrap_or(""));
                     let message = if break_glass {
                         format!(
                             "break-glass: {what} is managed by {} (field manager {manager}); deleting it is allowed for {}, recorded as channel=break-glass. Remove it from Git too, or the next reconcile recreates it",
@@ -155,7 +151,16 @@ pub fn evaluate(req: &AdmissionRequest, changes: &[Change<'_>], policies: &Polic
 
         // Explicit rules.
         for rule in &policy.rules {
-            if !rule_applies(rule, group, kind, &req.resource.resource, req.namespace(), scale, &old_labels, &new_labels) {
+            if !rule_applies(
+                rule,
+                group,
+                kind,
+                &req.resource.resource,
+                req.namespace(),
+                scale,
+                &old_labels,
+                &new_labels,
+            ) {
                 continue;
             }
             for change in changes {
@@ -224,7 +229,8 @@ fn rule_applies(
         return true;
     }
     let empty = Map::new();
-    rule.matches_labels(old_labels.as_ref().unwrap_or(&empty)) || rule.matches_labels(new_labels.as_ref().unwrap_or(&empty))
+    rule.matches_labels(old_labels.as_ref().unwrap_or(&empty))
+        || rule.matches_labels(new_labels.as_ref().unwrap_or(&empty))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -299,8 +305,8 @@ pub fn gitops_source(obj: &Value) -> Option<String> {
         let app = tracking.split(':').next().unwrap_or(tracking);
         return Some(format!("Argo CD application {}", truncate(app, 120)));
     }
-    let argo_managed = managed_entries(obj)
-        .any(|e| e.get("manager").and_then(Value::as_str).is_some_and(|m| m.starts_with("argocd")));
+    let argo_managed =
+        managed_entries(obj).any(|e| e.get("manager").and_then(Value::as_str).is_some_and(|m| m.starts_with("argocd")));
     if argo_managed {
         if let Some(app) = label("app.kubernetes.io/instance") {
             return Some(format!("Argo CD application {}", truncate(app, 120)));

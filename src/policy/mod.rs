@@ -27,8 +27,7 @@ pub struct Subjects {
 
 impl Subjects {
     pub fn contains(&self, username: &str, groups: &[String]) -> bool {
-        self.users.iter().any(|u| u == username)
-            || self.groups.iter().any(|g| groups.iter().any(|ug| ug == g))
+        self.users.iter().any(|u| u == username) || self.groups.iter().any(|g| groups.iter().any(|ug| ug == g))
     }
 }
 
@@ -94,12 +93,24 @@ pub struct OwnershipPolicy {
 impl kube::Resource for OwnershipPolicy {
     type DynamicType = ();
     type Scope = kube::core::ClusterResourceScope;
-    fn kind(_: &()) -> std::borrow::Cow<'_, str> { "OwnershipPolicy".into() }
-    fn group(_: &()) -> std::borrow::Cow<'_, str> { "hallmark.dev".into() }
-    fn version(_: &()) -> std::borrow::Cow<'_, str> { "v1alpha1".into() }
-    fn plural(_: &()) -> std::borrow::Cow<'_, str> { "ownershippolicies".into() }
-    fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta { &self.metadata }
-    fn meta_mut(&mut self) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta { &mut self.metadata }
+    fn kind(_: &()) -> std::borrow::Cow<'_, str> {
+        "OwnershipPolicy".into()
+    }
+    fn group(_: &()) -> std::borrow::Cow<'_, str> {
+        "hallmark.dev".into()
+    }
+    fn version(_: &()) -> std::borrow::Cow<'_, str> {
+        "v1alpha1".into()
+    }
+    fn plural(_: &()) -> std::borrow::Cow<'_, str> {
+        "ownershippolicies".into()
+    }
+    fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        &mut self.metadata
+    }
 }
 pub fn compile_resource(_doc: &OwnershipPolicy) -> Result<CompiledPolicy, String> {
     Err("shim".into())

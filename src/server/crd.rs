@@ -7,10 +7,10 @@
 use super::AppState;
 use crate::policy::{CompiledPolicy, OwnershipPolicy};
 use futures_util::StreamExt as _;
-use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt as _;
 use kube::ResourceExt as _;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::WatchStreamExt as _;
+use kube::runtime::watcher::{self, Event};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

@@ -10,8 +10,6 @@ pub use reload::policy_watch;
 use crate::admission::{Review, encode_response, one_line};
 use crate::metrics::{EndpointLabels, Metrics, RequestLabels};
 use crate::policy::{CompiledPolicy, PolicySet};
-use std::collections::BTreeMap;
-use std::sync::Mutex;
 use crate::review::{Decision, Engine, describe};
 use arc_swap::ArcSwap;
 use axum::Router;
@@ -20,7 +18,9 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -101,13 +101,35 @@ pub fn app(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// The benchmark's floor: the same stack, but it only decodes the AdmissionReview and
+/// answers `allowed` with no logic. hallmark's cost is measured against it.
+pub fn floor_app() -> Router {
+    async fn floor(body: Bytes) -> Response {
+        match Review::decode(&body) {
+            Ok(review) => {
+                let out = encode_response(review.api_version, &review.request.uid, &crate::admission::Answer::allow());
+                ([(header::CONTENT_TYPE, "application/json")], out).into_response()
+            }
+            Err(e) => plain(StatusCode::BAD_REQUEST, &one_line(&e.to_string())),
+        }
+    }
+    Router::new()
+        .route("/mutate", post(floor))
+        .route("/validate", post(floor))
+        .route("/healthz", get(|| async { "ok" }))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+}
+
 /// The plain-HTTP metrics router.
 pub fn metrics_app(state: Arc<AppState>) -> Router {
     Router::new()
         .route(
             "/metrics",
             get(|State(s): State<Arc<AppState>>| async move {
-                ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.metrics.encode())
+                (
+                    [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                    s.metrics.encode(),
+                )
             }),
         )
         .route("/healthz", get(|| async { "ok" }))
@@ -169,8 +191,7 @@ async fn read_body(body: Body) -> Result<Bytes, Response> {
         Err(_) => Err(plain(StatusCode::REQUEST_TIMEOUT, "request body was not received in time")),
         Ok(Err(e)) => {
             // axum reports an over-limit body through the error's source chain.
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
                 || e.to_string().contains("length limit");
             if too_large {
                 Err(plain(StatusCode::PAYLOAD_TOO_LARGE, "request body is larger than 8 MiB"))
@@ -193,7 +214,11 @@ fn answer(state: &AppState, endpoint: Endpoint, body: &[u8]) -> Response {
         Ok(r) => r,
         Err(e) => {
             state.metrics.error(endpoint.name(), "malformed");
-            state.metrics.requests.get_or_create(&RequestLabels { endpoint: endpoint.name(), outcome: "malformed" }).inc();
+            state
+                .metrics
+                .requests
+                .get_or_create(&RequestLabels { endpoint: endpoint.name(), outcome: "malformed" })
+                .inc();
             tracing::debug!(endpoint = endpoint.name(), error = %e, "malformed review");
             return plain(StatusCode::BAD_REQUEST, &one_line(&e.to_string()));
         }
@@ -209,7 +234,13 @@ fn answer(state: &AppState, endpoint: Endpoint, body: &[u8]) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], out).into_response()
 }
 
-fn record(state: &AppState, endpoint: Endpoint, req: &crate::admission::AdmissionRequest, d: &Decision, started: Instant) {
+fn record(
+    state: &AppState,
+    endpoint: Endpoint,
+    req: &crate::admission::AdmissionRequest,
+    d: &Decision,
+    started: Instant,
+) {
     let m = &state.metrics;
     let name = endpoint.name();
     m.requests.get_or_create(&RequestLabels { endpoint: name, outcome: d.outcome }).inc();
@@ -233,6 +264,8 @@ fn record(state: &AppState, endpoint: Endpoint, req: &crate::admission::Admissio
             dry_run = req.dry_run.unwrap_or(false),
             "admission decision"
         ),
-        _ => tracing::debug!(endpoint = name, outcome = d.outcome, object = %describe(req), uid = %req.uid, "admission decision"),
+        _ => {
+            tracing::debug!(endpoint = name, outcome = d.outcome, object = %describe(req), uid = %req.uid, "admission decision")
+        }
     }
 }

@@ -83,8 +83,17 @@ pub async fn bind(state: Arc<AppState>, store: Arc<CertStore>, opts: ServeOption
 impl Bound {
     /// Serves until `shutdown` resolves, then drains and finishes in-flight requests.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let router = app(self.state.clone());
+        self.serve_router(router, shutdown).await
+    }
+
+    /// Serves another router on the same TLS stack (the benchmark's floor server).
+    pub async fn serve_router(
+        self,
+        router: axum::Router,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> anyhow::Result<()> {
         let Bound { listener, metrics_listener, acceptor, state, opts, .. } = self;
-        let router = app(state.clone());
         let (metrics_stop_tx, metrics_stop_rx) = tokio::sync::oneshot::channel::<()>();
         let metrics_task = tokio::spawn(
             axum::serve(metrics_listener, metrics_app(state.clone()))
@@ -95,11 +104,7 @@ impl Bound {
         );
 
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .keep_alive(true)
-            .header_read_timeout(opts.idle_timeout);
+        builder.http1().timer(TokioTimer::new()).keep_alive(true).header_read_timeout(opts.idle_timeout);
         builder
             .http2()
             .timer(TokioTimer::new())

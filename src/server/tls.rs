@@ -98,8 +98,11 @@ pub fn server_config(store: Arc<CertStore>, client_ca: Option<&Path>) -> Result<
             let pem = read(path)?;
             let mut roots = RootCertStore::empty();
             for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|e| TlsError::File { path: path.display().to_string(), message: e.to_string() })?;
-                roots.add(cert).map_err(|e| TlsError::File { path: path.display().to_string(), message: e.to_string() })?;
+                let cert =
+                    cert.map_err(|e| TlsError::File { path: path.display().to_string(), message: e.to_string() })?;
+                roots
+                    .add(cert)
+                    .map_err(|e| TlsError::File { path: path.display().to_string(), message: e.to_string() })?;
             }
             if roots.is_empty() {
                 return Err(TlsError::File { path: path.display().to_string(), message: "no CA certificate".into() });
