@@ -576,14 +576,10 @@ fn index_by_key<'a>(
             let Some((name, value)) = map.get_key_value(*field) else {
                 continue;
             };
-            let text = match value {
-                Value::String(s) => Cow::Borrowed(s.as_str()),
-                Value::Number(n) => Cow::Owned(n.to_string()),
-                Value::Bool(true) => Cow::Borrowed("true"),
-                Value::Bool(false) => Cow::Borrowed("false"),
-                Value::Null => continue,
-                Value::Array(_) | Value::Object(_) => return None,
-            };
+            if value.is_null() {
+                continue;
+            }
+            let text = key_text(value)?;
             key.push((name.as_str(), text));
         }
         if key.is_empty() {
@@ -596,6 +592,18 @@ fn index_by_key<'a>(
         return None;
     }
     Some(keyed)
+}
+
+/// The text of a key field's value, as in a `Key` segment: a string unquoted, a number or
+/// bool as JSON text; None for anything else. FieldsV1 `k:` keys are spelled the same way.
+pub(crate) fn key_text(value: &Value) -> Option<Cow<'_, str>> {
+    match value {
+        Value::String(s) => Some(Cow::Borrowed(s.as_str())),
+        Value::Number(n) => Some(Cow::Owned(n.to_string())),
+        Value::Bool(true) => Some(Cow::Borrowed("true")),
+        Value::Bool(false) => Some(Cow::Borrowed("false")),
+        Value::Null | Value::Array(_) | Value::Object(_) => None,
+    }
 }
 
 fn lists_equal(old: &[Value], new: &[Value]) -> bool {
@@ -1111,6 +1119,28 @@ mod tests {
     }
 
     #[test]
+    fn learned_keys_win_over_the_builtin_table() {
+        // A CRD whose `ports` are container ports outside a `containers` list: the table
+        // would key them by `port`, which they lack.
+        let managed = json!([{"manager": "flux", "fieldsV1": {"f:spec": {"f:ports": {
+            r#"k:{"containerPort":9102,"protocol":"TCP"}"#: {".": {}, "f:name": {}},
+        }}}}]);
+        let ports = |name: &str| {
+            json!([{"containerPort": 9102, "protocol": "TCP", "name": name},
+                   {"containerPort": 9103, "protocol": "TCP", "name": "admin"}])
+        };
+        let old =
+            json!({"metadata": {"managedFields": managed}, "spec": {"ports": ports("metrics")}});
+        let new = json!({"metadata": {"managedFields": managed}, "spec": {"ports": ports("prom")}});
+        assert_eq!(paths(&diff(&old, &new, &opts())), vec![path("spec.ports")]);
+        let keys = ListKeys::from_objects(&[&old, &new]);
+        assert_eq!(
+            paths(&diff(&old, &new, &opts().with_list_keys(&keys))),
+            vec![path("spec.ports[containerPort=9102,protocol=TCP].name")]
+        );
+    }
+
+    #[test]
     fn container_ports_are_keyed_by_port_and_protocol() {
         let old = pod_spec(json!([{"name": "web", "ports": [
             {"containerPort": 80, "protocol": "TCP", "name": "http"},
@@ -1300,5 +1330,71 @@ mod tests {
         );
         assert_eq!(keys.get(&path("spec.containers")), None);
         assert_eq!(generalise(&path("a[name=x].b[3]")), path("a[*].b[*]"));
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn json_value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                (0u8..4).prop_map(|n| json!(n)),
+                "[a-c]{0,2}".prop_map(Value::String),
+            ];
+            leaf.prop_recursive(4, 32, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    prop::collection::btree_map(
+                        "name|type|port|protocol|metadata|annotations|[a-c]",
+                        inner,
+                        0..4
+                    )
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// Mostly well-formed FieldsV1, with some bad keys and values.
+        fn fields_v1() -> impl Strategy<Value = Value> {
+            let key = prop_oneof![
+                Just(".".to_owned()),
+                "f:[a-c]",
+                Just(r#"k:{"name":"a"}"#.to_owned()),
+                Just(r#"k:{"protocol":"TCP","name":1}"#.to_owned()),
+                Just(r#"k:{"name":"a","protocol":"TCP"}"#.to_owned()),
+                "i:[0-2]{1,2}",
+                Just(r#"v:"x""#.to_owned()),
+                Just("x:bad".to_owned()),
+            ];
+            let leaf = prop_oneof![9 => Just(json!({})), 1 => Just(json!(1))];
+            leaf.prop_recursive(5, 64, 4, move |inner| {
+                prop::collection::btree_map(key.clone(), inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect()))
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn diff_is_sorted_unique_and_agrees_with_is_noop(old in json_value(), new in json_value()) {
+                let changes = diff(&old, &new, &opts());
+                prop_assert_eq!(is_noop(&old, &new, &opts()), changes.is_empty());
+                prop_assert!(changes.windows(2).all(|w| w[0].path < w[1].path));
+                prop_assert!(changes.iter().all(|c| c.old != c.new));
+                prop_assert!(diff(&old, &old, &opts()).is_empty());
+                prop_assert!(diff(&new, &new.clone(), &opts()).is_empty());
+            }
+
+            #[test]
+            fn decoding_arbitrary_json_never_panics(value in prop_oneof![json_value(), fields_v1()]) {
+                if let Ok(set) = FieldSet::decode(&value) {
+                    let _ = set.paths();
+                    let _ = set.touches(&path("name.type[name=a]"));
+                }
+            }
+        }
     }
 }

@@ -4,7 +4,7 @@
 //! object is one step (`f:<field>`, `k:<key json>`, `v:<value json>`, `i:<index>`) or `.`
 //! (the element itself), and `{}` marks a field owned as a whole.
 
-use super::diff::ListKeys;
+use super::diff::{ListKeys, key_text};
 use super::path::{FieldPath, Segment};
 use serde_json::{Map, Value};
 use std::cmp::Ordering;
@@ -218,12 +218,12 @@ fn parse_key(key: &str) -> Result<Segment, String> {
         }
         let mut key = Vec::with_capacity(fields.len());
         for (name, value) in fields {
-            let Some(text) = scalar_text(&value) else {
+            let Some(text) = key_text(&value) else {
                 return Err(format!(
                     "`k:` field {name:?} is not a string, number or bool"
                 ));
             };
-            key.push((name, text));
+            key.push((name, text.into_owned()));
         }
         key.sort();
         return Ok(Segment::Key(key));
@@ -244,17 +244,6 @@ fn parse_key(key: &str) -> Result<Segment, String> {
             .map_err(|_| "`i:` index is out of range".to_owned());
     }
     Err("expected a key starting with `f:`, `k:`, `v:`, `i:` or `.`".into())
-}
-
-/// The text of a key field's value: a string unquoted, a number or bool as JSON text.
-/// Shared with the diff so that both sides spell keys alike.
-pub(crate) fn scalar_text(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Null | Value::Array(_) | Value::Object(_) => None,
-    }
 }
 
 impl Node {
