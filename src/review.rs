@@ -57,7 +57,7 @@ impl Engine {
     }
 
     fn diff_options(&self) -> DiffOptions<'_> {
-        DiffOptions { annotation_prefix: &self.stamper.settings.annotation_prefix }
+        DiffOptions::new(&self.stamper.settings.annotation_prefix)
     }
 
     /// The changed fields of an UPDATE (of a main resource or a `scale` subresource).
