@@ -13,7 +13,11 @@
 //! * `request/<body>` — what the server does per `/mutate` request without I/O: decode,
 //!   mutate, `encode_response`;
 //! * `policy_rules/{validate,mutate}/<n>` — the 16 KB UPDATE against 1, 50 and 500 rules
-//!   (one of which matches it), built as `CompiledPolicy`/`CompiledRule` values.
+//!   (one of which matches it), built as `CompiledPolicy`/`CompiledRule` values;
+//! * `decode_ref/<how>/<body>` — reference points for the decode, not hallmark code: the
+//!   whole body into `serde_json::Value` (`value`), into a zero-copy tree whose strings
+//!   borrow from the body and whose objects are vectors (`borrowed`, [`Tree`]), and a
+//!   validating scan that builds nothing (`scan`, `IgnoredAny`). Each includes the drop.
 //!
 //! Bodies and policies come from `benches/common/mod.rs` (the captured kube-apiserver
 //! fixtures, widened).
@@ -27,7 +31,9 @@ use hallmark::ownership::diff::{DiffOptions, diff};
 use hallmark::ownership::fieldsv1::FieldSet;
 use hallmark::provenance::Stamper;
 use hallmark::review::{Engine, OnError};
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
+use std::borrow::Cow;
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -149,9 +155,107 @@ fn bench_core(c: &mut Criterion) {
     }
 }
 
+/// A zero-copy JSON tree: strings borrow from the input unless they contain escapes,
+/// objects are vectors of pairs. Only here to show what the decode could cost.
+#[allow(dead_code)]
+enum Tree<'a> {
+    Null,
+    Bool(bool),
+    Num(f64),
+    Str(Cow<'a, str>),
+    Arr(Vec<Tree<'a>>),
+    Obj(Vec<(Cow<'a, str>, Tree<'a>)>),
+}
+
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Tree<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Tree<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("JSON")
+            }
+            fn visit_unit<E>(self) -> Result<Tree<'de>, E> {
+                Ok(Tree::Null)
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Tree<'de>, E> {
+                Ok(Tree::Bool(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Tree<'de>, E> {
+                Ok(Tree::Num(v as f64))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Tree<'de>, E> {
+                Ok(Tree::Num(v as f64))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Tree<'de>, E> {
+                Ok(Tree::Num(v))
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Tree<'de>, E> {
+                Ok(Tree::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Tree<'de>, E> {
+                Ok(Tree::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Tree<'de>, A::Error> {
+                let mut v = Vec::new();
+                while let Some(x) = a.next_element()? {
+                    v.push(x);
+                }
+                Ok(Tree::Arr(v))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Tree<'de>, A::Error> {
+                let mut v = Vec::new();
+                while let Some((Key(k), x)) = a.next_entry()? {
+                    v.push((k, x));
+                }
+                Ok(Tree::Obj(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn bench_decode_ref(c: &mut Criterion) {
+    for b in common::all() {
+        let mut g = c.benchmark_group("decode_ref");
+        sized(&mut g, &b);
+        g.bench_function(BenchmarkId::new("value", b.name), |bench| {
+            bench.iter(|| serde_json::from_slice::<Value>(black_box(b.as_slice())).expect("json"))
+        });
+        g.bench_function(BenchmarkId::new("borrowed", b.name), |bench| {
+            bench.iter(|| serde_json::from_slice::<Tree>(black_box(b.as_slice())).map(|_| ()).expect("json"))
+        });
+        g.bench_function(BenchmarkId::new("scan", b.name), |bench| {
+            bench.iter(|| serde_json::from_slice::<IgnoredAny>(black_box(b.as_slice())).expect("json"))
+        });
+        g.finish();
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    targets = bench_core
+    targets = bench_core, bench_decode_ref
 }
 criterion_main!(benches);

@@ -48,6 +48,8 @@
 //! | `LOAD_BIG_N` | `--big-n` | 20 | 3 MiB requests per endpoint |
 //! | `LOAD_CONNS` | `--conns` | 25 | keep-alive connections (and concurrent handshakes) |
 //! | `LOAD_SERVERS` | `--servers` | hallmark,floor | which servers to measure |
+//! | `LOAD_ONLY` | `--only` | open,sat,hs,big | which scenarios to run |
+//! | `LOAD_ALT_BIN` | `--alt-bin` | – | another `hallmark` binary, run as server `alt` next to the others (A/B of a change; adds alt/hallmark ratios) |
 //! | `LOAD_QUICK` | `--quick` | off | 1/5 of every duration (a smoke run) |
 //!
 //! The default run takes about two minutes. Only 127.0.0.1 is used.
@@ -86,6 +88,10 @@ struct Config {
     big_n: usize,
     conns: usize,
     servers: Vec<String>,
+    /// Scenarios to run: `open`, `sat`, `hs`, `big`.
+    only: Vec<String>,
+    /// Another `hallmark` binary, measured as server `alt` (an A/B of a change).
+    alt_bin: Option<PathBuf>,
 }
 
 impl Config {
@@ -119,8 +125,20 @@ impl Config {
             hs_secs: num("hs-secs", "LOAD_HS_SECS", 5.0) * scale,
             big_n: ((num("big-n", "LOAD_BIG_N", 20.0) * scale) as usize).max(3),
             conns: num("conns", "LOAD_CONNS", 25.0) as usize,
+            alt_bin: get("alt-bin", "LOAD_ALT_BIN").map(PathBuf::from),
+            only: get("only", "LOAD_ONLY")
+                .unwrap_or_else(|| "open,sat,hs,big".to_owned())
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .collect(),
             servers: get("servers", "LOAD_SERVERS")
-                .unwrap_or_else(|| "hallmark,floor".to_owned())
+                .unwrap_or_else(|| {
+                    if std::env::var_os("LOAD_ALT_BIN").is_some() || args.iter().any(|a| a.starts_with("--alt-bin")) {
+                        "hallmark,alt,floor".to_owned()
+                    } else {
+                        "hallmark,floor".to_owned()
+                    }
+                })
                 .split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
@@ -132,6 +150,10 @@ impl Config {
 
 // ---------------------------------------------------------------------------------------
 // /proc readings
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
 
 fn clock_ticks() -> u64 {
     Command::new("getconf")
@@ -469,6 +491,8 @@ struct RunResult {
     /// CPU used by other processes during the run, in % of the whole machine.
     other_cpu_pct: f64,
     rss_peak_kib: u64,
+    /// What the server could answer with every core to itself: cores × 1 s / CPU per request.
+    capacity: f64,
 }
 
 impl RunResult {
@@ -481,6 +505,7 @@ impl RunResult {
             "server_cpu_us_per_req": round(self.server_cpu_us_per_req, 1),
             "client_cpu_us_per_req": round(self.client_cpu_us_per_req, 1),
             "other_cpu_pct": round(self.other_cpu_pct, 1), "rss_peak_kib": self.rss_peak_kib,
+            "cpu_bound_capacity_req_per_s": round(self.capacity, 0),
         })
     }
 }
@@ -550,6 +575,7 @@ impl<'a> Meter<'a> {
             client_cpu_us_per_req: to_us(client) / n,
             other_cpu_pct: other as f64 * 100.0 / total as f64,
             rss_peak_kib: self.sampler.peak(self.pid),
+            capacity: cores() as f64 * 1e6 / (to_us(server) / n).max(1e-9),
         }
     }
 }
@@ -838,12 +864,6 @@ fn deep_check(out: &[u8], expect_patch: bool) -> Result<(), String> {
 // ---------------------------------------------------------------------------------------
 // Report
 
-struct Row<'a> {
-    key: String,
-    hallmark: Option<&'a RunResult>,
-    floor: Option<&'a RunResult>,
-}
-
 fn ms(us: u64) -> String {
     format!("{:.3}", us as f64 / 1000.0)
 }
@@ -870,6 +890,7 @@ fn table(results: &[RunResult]) -> String {
         "max ms",
         "errors",
         "CPU µs/req",
+        "capacity",
         "client µs/req",
         "other CPU%",
         "RSS peak MiB",
@@ -888,6 +909,7 @@ fn table(results: &[RunResult]) -> String {
             ms(r.max_us),
             r.errors.to_string(),
             format!("{:.1}", r.server_cpu_us_per_req),
+            format!("{:.0}", r.capacity),
             format!("{:.1}", r.client_cpu_us_per_req),
             format!("{:.0}", r.other_cpu_pct),
             mib(r.rss_peak_kib),
@@ -914,50 +936,37 @@ fn table(results: &[RunResult]) -> String {
     out
 }
 
-fn pair_rows(results: &[RunResult]) -> Vec<Row<'_>> {
-    let mut rows: Vec<Row> = Vec::new();
-    for r in results {
-        let key = format!("{} | {} {}", r.scenario, r.body, r.endpoint);
-        let i = match rows.iter().position(|x| x.key == key) {
-            Some(i) => i,
-            None => {
-                rows.push(Row { key, hallmark: None, floor: None });
-                rows.len() - 1
-            }
-        };
-        if r.server == "hallmark" {
-            rows[i].hallmark = Some(r);
-        } else {
-            rows[i].floor = Some(r);
-        }
-    }
-    rows
-}
-
-fn ratios(results: &[RunResult]) -> (String, Vec<Value>) {
+/// Ratios of one server's figures to another's, run by run.
+fn ratios(results: &[RunResult], num: &str, den: &str) -> (String, Vec<Value>) {
     let mut out = String::new();
     let mut js = Vec::new();
-    let w = pair_rows(results).iter().map(|r| r.key.chars().count()).max().unwrap_or(10);
-    out.push_str(&format!(
-        "{:<w$}  {:>9}  {:>9}  {:>11}  {:>9}\n",
-        "hallmark / floor", "req/s", "p99", "CPU µs/req", "RSS peak"
-    ));
-    for row in pair_rows(results) {
-        let (Some(h), Some(f)) = (row.hallmark, row.floor) else { continue };
-        let r_rate = ratio(h.rate, f.rate);
-        let r_p99 = ratio(h.p99_us as f64, f.p99_us as f64);
-        let r_cpu = ratio(h.server_cpu_us_per_req, f.server_cpu_us_per_req);
-        let r_rss = ratio(h.rss_peak_kib as f64, f.rss_peak_kib as f64);
-        let f2 = |x: Option<f64>| x.map(|x| format!("{x:.2}×")).unwrap_or_else(|| "-".to_owned());
+    let key = |r: &RunResult| format!("{} | {} {}", r.scenario, r.body, r.endpoint);
+    let pairs: Vec<(&RunResult, &RunResult)> = results
+        .iter()
+        .filter(|r| r.server == num)
+        .filter_map(|a| results.iter().find(|b| b.server == den && key(b) == key(a)).map(|b| (a, b)))
+        .collect();
+    if pairs.is_empty() {
+        return (out, js);
+    }
+    let w = pairs.iter().map(|(a, _)| key(a).chars().count()).max().unwrap_or(10).max(20);
+    let title = format!("{num} / {den}");
+    out.push_str(&format!("{title:<w$}  {:>9}  {:>9}  {:>11}  {:>9}\n", "req/s", "p99", "CPU µs/req", "RSS peak"));
+    let f2 = |x: Option<f64>| x.map(|x| format!("{x:.2}×")).unwrap_or_else(|| "-".to_owned());
+    for (a, b) in pairs {
+        let r_rate = ratio(a.rate, b.rate);
+        let r_p99 = ratio(a.p99_us as f64, b.p99_us as f64);
+        let r_cpu = ratio(a.server_cpu_us_per_req, b.server_cpu_us_per_req);
+        let r_rss = ratio(a.rss_peak_kib as f64, b.rss_peak_kib as f64);
         out.push_str(&format!(
             "{:<w$}  {:>9}  {:>9}  {:>11}  {:>9}\n",
-            row.key,
+            key(a),
             f2(r_rate),
             f2(r_p99),
             f2(r_cpu),
             f2(r_rss)
         ));
-        js.push(json!({"run": row.key, "req_per_s": r_rate.map(|x| round(x, 3)), "p99": r_p99.map(|x| round(x, 3)),
+        js.push(json!({"run": key(a), "req_per_s": r_rate.map(|x| round(x, 3)), "p99": r_p99.map(|x| round(x, 3)),
                        "cpu_per_req": r_cpu.map(|x| round(x, 3)), "rss_peak": r_rss.map(|x| round(x, 3))}));
     }
     (out, js)
@@ -1004,7 +1013,7 @@ fn targets(results: &[RunResult], mem: &[(String, u64, u64, u64)], cfg: &Config)
     if let Some(h) = find(results, "hallmark", "saturation", "update-16k", "/mutate") {
         checks.push(Check {
             what: "saturation, 16 KB UPDATE /mutate: ≥ 8,000 req/s".to_owned(),
-            value: format!("{:.0} req/s", h.rate),
+            value: format!("{:.0} req/s (CPU-bound capacity {:.0} req/s)", h.rate, h.capacity),
             pass: h.rate >= 8000.0 && h.errors == 0,
         });
         if let Some(f) = find(results, "floor", "saturation", "update-16k", "/mutate") {
@@ -1019,7 +1028,7 @@ fn targets(results: &[RunResult], mem: &[(String, u64, u64, u64)], cfg: &Config)
     if let Some(h) = find(results, "hallmark", "new conn", "update-16k", "/mutate") {
         checks.push(Check {
             what: "new connection per request: ≥ 1,500 handshakes/s".to_owned(),
-            value: format!("{:.0} /s", h.rate),
+            value: format!("{:.0} /s (CPU-bound capacity {:.0} /s)", h.rate, h.capacity),
             pass: h.rate >= 1500.0 && h.errors == 0,
         });
     }
@@ -1050,7 +1059,7 @@ fn targets(results: &[RunResult], mem: &[(String, u64, u64, u64)], cfg: &Config)
 fn main() {
     let cfg = Config::load();
     let tck = clock_ticks();
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = cores();
     let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     eprintln!("load: {cfg:?}; {cores} cores, loadavg {}", loadavg.trim());
 
@@ -1058,6 +1067,7 @@ fn main() {
     let dir = profile_dir();
     let hallmark_bin = PathBuf::from(env!("CARGO_BIN_EXE_hallmark"));
     let floor_bin = dir.join("examples").join("floor");
+    let alt_bin = cfg.alt_bin.clone();
     for b in [&hallmark_bin, &floor_bin] {
         assert!(b.exists(), "{} is missing (cargo build --release --bin hallmark --example floor)", b.display());
     }
@@ -1104,10 +1114,23 @@ fn main() {
                 a.extend(net_args);
                 ("floor", &floor_bin, a, false)
             }
-            other => panic!("unknown server {other:?} (hallmark, floor)"),
+            "alt" => {
+                let mut a = vec!["serve".to_owned()];
+                a.extend(tls_args);
+                a.extend(net_args);
+                a.extend([
+                    "--policy".to_owned(),
+                    policy.display().to_string(),
+                    "--drain-seconds".to_owned(),
+                    "0".to_owned(),
+                ]);
+                ("alt", alt_bin.as_deref().expect("--servers alt needs LOAD_ALT_BIN / --alt-bin"), a, true)
+            }
+            other => panic!("unknown server {other:?} (hallmark, floor, alt)"),
         };
         let server = Server::start(sname, program, &args, addr, tmp.path());
         let target = Target { name: sname, pid: server.pid(), addr, stamps, run_id: 0x4a11_0000 + i as u32 };
+        eprintln!("load: started {sname} (pid {}) on {addr}", server.pid());
         servers.push((server, target));
     }
 
@@ -1163,30 +1186,39 @@ fn main() {
     };
     runtime.block_on(async {
         let b16 = body("update-16k");
-        for t in &targets_list {
-            let r = open_loop(t, &tls, &b16, &cfg.open_path, &cfg, &sampler, tck).await;
-            progress(r, &mut results);
-        }
-        for (b, path) in [
-            ("update-16k", "/mutate"),
-            ("update-16k", "/validate"),
-            ("create-6k", "/mutate"),
-            ("update-64k", "/mutate"),
-        ] {
+        let run = |name: &str| cfg.only.iter().any(|o| o == name);
+        if run("open") {
             for t in &targets_list {
-                let r = saturate(t, &tls, &body(b), path, cfg.sat_secs, cfg.conns, &sampler, tck).await;
+                let r = open_loop(t, &tls, &b16, &cfg.open_path, &cfg, &sampler, tck).await;
                 progress(r, &mut results);
             }
         }
-        for t in &targets_list {
-            let r = handshakes(t, &tls, &b16, "/mutate", cfg.hs_secs, cfg.conns, &sampler, tck).await;
-            progress(r, &mut results);
+        if run("sat") {
+            for (b, path) in [
+                ("update-16k", "/mutate"),
+                ("update-16k", "/validate"),
+                ("create-6k", "/mutate"),
+                ("update-64k", "/mutate"),
+            ] {
+                for t in &targets_list {
+                    let r = saturate(t, &tls, &body(b), path, cfg.sat_secs, cfg.conns, &sampler, tck).await;
+                    progress(r, &mut results);
+                }
+            }
         }
-        let b3 = body("update-3mib");
-        for path in ["/mutate", "/validate"] {
+        if run("hs") {
             for t in &targets_list {
-                let r = big(t, &tls, &b3, path, cfg.big_n, &sampler, tck).await;
+                let r = handshakes(t, &tls, &b16, "/mutate", cfg.hs_secs, cfg.conns, &sampler, tck).await;
                 progress(r, &mut results);
+            }
+        }
+        if run("big") {
+            let b3 = body("update-3mib");
+            for path in ["/mutate", "/validate"] {
+                for t in &targets_list {
+                    let r = big(t, &tls, &b3, path, cfg.big_n, &sampler, tck).await;
+                    progress(r, &mut results);
+                }
             }
         }
     });
@@ -1222,9 +1254,14 @@ fn main() {
         text.push_str(&format!("{name:<10}  {:>9}  {:>15}  {:>9}\n", mib(*idle), mib(*hwm), mib(*after)));
     }
     text.push('\n');
-    let (ratio_text, ratio_json) = ratios(&results);
+    let (ratio_text, ratio_json) = ratios(&results, "hallmark", "floor");
     text.push_str(&ratio_text);
     text.push('\n');
+    let (alt_text, alt_json) = ratios(&results, "alt", "hallmark");
+    if !alt_json.is_empty() {
+        text.push_str(&alt_text);
+        text.push('\n');
+    }
     let checks = targets(&results, &mem, &cfg);
     let w = checks.iter().map(|c| c.what.chars().count()).max().unwrap_or(10);
     text.push_str("targets (reported, never fatal)\n");
@@ -1240,8 +1277,9 @@ fn main() {
     }
     text.push_str(
         "\nlatency: open loop from the intended send time; saturation/3 MiB from the send; new conn from connect().\n\
-         CPU µs/req: server utime+stime over the run / requests answered. client: this process. other CPU%: the rest \
-         of the machine (contention).\n",
+         CPU µs/req: server utime+stime over the run / requests answered; capacity: cores × 1 s / that, the req/s the \
+         server could answer with the machine to itself.\nclient µs/req: this load generator (it shares the cores). \
+         other CPU%: everything else on the machine during the run, in % of all cores (contention).\n",
     );
     println!("{text}");
 
@@ -1254,6 +1292,7 @@ fn main() {
         "memory": mem.iter().map(|(n, i, h, a)| json!({"server": n, "idle_kib": i, "peak_hwm_kib": h, "after_kib": a}))
             .collect::<Vec<_>>(),
         "ratios_hallmark_over_floor": ratio_json,
+        "ratios_alt_over_hallmark": alt_json,
         "targets": checks.iter().map(|c| json!({"target": c.what.trim_start_matches("  … "), "value": c.value, "pass": c.pass}))
             .collect::<Vec<_>>(),
     });
