@@ -440,6 +440,8 @@ fn lost_fields(original: &Json, round: &Json, path: &str, out: &mut Vec<String>)
             }
         }
         (o, r) if o == r => {}
+        // `minimum: 0` read into an f64 field comes back as 0.0: the same number.
+        (Json::Number(o), Json::Number(r)) if o.as_f64() == r.as_f64() => {}
         (o, r) => out.push(format!("{path}: {o} became {r}")),
     }
 }
@@ -955,6 +957,11 @@ fn every_manifest_file_is_used_by_a_kustomization_except_examples() {
                 !used.contains(f),
                 "{f}: examples must not be part of a kustomization"
             );
+        } else if f == "crd.yaml" {
+            panic!(
+                "manifests/crd.yaml became a regular file: it must stay a symlink to \
+                 base/crd.yaml (write through it: `hallmark crd > manifests/crd.yaml`)"
+            );
         } else {
             assert!(
                 used.contains(f),
@@ -966,7 +973,8 @@ fn every_manifest_file_is_used_by_a_kustomization_except_examples() {
     assert_eq!(
         t.symlinks,
         vec!["crd.yaml".to_owned()],
-        "unexpected symlinks under manifests/"
+        "manifests/crd.yaml must stay a symlink to base/crd.yaml (write through it: \
+         `hallmark crd > manifests/crd.yaml`), and there must be no other symlinks"
     );
 }
 
