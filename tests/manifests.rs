@@ -1440,12 +1440,13 @@ fn container_args_use_only_the_serve_flags_and_listen_on_all_interfaces() {
         "grace {grace}s must exceed drain {drain}s + in-flight {timeout}s"
     );
 
-    // HALLMARK_* variables are the flags' environment forms: only known flags.
+    // HALLMARK_* variables are the flags' environment forms: only known flags
+    // (HALLMARK_LOG, the log level, is the one variable that is not a flag).
     for e in c
         .env
         .iter()
         .flatten()
-        .filter(|e| e.name.starts_with("HALLMARK_"))
+        .filter(|e| e.name.starts_with("HALLMARK_") && e.name != "HALLMARK_LOG")
     {
         let as_flag = format!(
             "--{}",
