@@ -37,7 +37,9 @@ struct Env {
 
 fn env() -> Option<Env> {
     match (std::env::var("HALLMARK_E2E_KUBECONFIG"), std::env::var("HALLMARK_E2E_WEBHOOK_URL")) {
-        (Ok(k), Ok(u)) if !k.is_empty() && !u.is_empty() => Some(Env { kubeconfig: k, url: u.trim_end_matches('/').to_owned() }),
+        (Ok(k), Ok(u)) if !k.is_empty() && !u.is_empty() => {
+            Some(Env { kubeconfig: k, url: u.trim_end_matches('/').to_owned() })
+        }
         _ => {
             eprintln!(
                 "SKIPPED: end-to-end tests need HALLMARK_E2E_KUBECONFIG and HALLMARK_E2E_WEBHOOK_URL (see tests/e2e.rs)"
@@ -113,7 +115,8 @@ async fn start_and_register(env: &Env, ns: &str) -> tokio::sync::oneshot::Sender
     let ck = certified_key_from_pem(bundle.cert_pem.as_bytes(), bundle.key_pem.as_bytes()).expect("pair");
     let store = Arc::new(CertStore::new(ck));
     let policies = hallmark::policy::load::parse_documents(POLICY, "e2e-policy.yaml").expect("policy");
-    let state = Arc::new(AppState::new(Engine::new(Stamper::new(Settings::default()), OnError::Allow), PolicySet::default()));
+    let state =
+        Arc::new(AppState::new(Engine::new(Stamper::new(Settings::default()), OnError::Allow), PolicySet::default()));
     state.set_policies(PolicySet { policies });
     let opts = ServeOptions {
         listen: listen.parse().expect("HALLMARK_E2E_LISTEN"),
@@ -148,7 +151,10 @@ async fn start_and_register(env: &Env, ns: &str) -> tokio::sync::oneshot::Sender
             "failurePolicy": "Fail", "timeoutSeconds": 5}]
     }))
     .expect("validating config");
-    Api::<MutatingWebhookConfiguration>::all(admin.clone()).create(&PostParams::default(), &mutating).await.expect("register mutating");
+    Api::<MutatingWebhookConfiguration>::all(admin.clone())
+        .create(&PostParams::default(), &mutating)
+        .await
+        .expect("register mutating");
     Api::<ValidatingWebhookConfiguration>::all(admin.clone())
         .create(&PostParams::default(), &validating)
         .await
@@ -175,7 +181,9 @@ async fn start_and_register(env: &Env, ns: &str) -> tokio::sync::oneshot::Sender
 
 async fn cleanup(env: &Env, ns: &str) {
     let admin = client_as(env, None).await;
-    let _ = Api::<MutatingWebhookConfiguration>::all(admin.clone()).delete(&format!("{ns}-stamp"), &DeleteParams::default()).await;
+    let _ = Api::<MutatingWebhookConfiguration>::all(admin.clone())
+        .delete(&format!("{ns}-stamp"), &DeleteParams::default())
+        .await;
     let _ = Api::<ValidatingWebhookConfiguration>::all(admin.clone())
         .delete(&format!("{ns}-ownership"), &DeleteParams::default())
         .await;
@@ -199,7 +207,8 @@ async fn e2e_stamps_denies_and_keeps_noops_quiet() {
 
 async fn scenario(env: &Env, ns: &str) {
     let flux: Api<Deployment> = Api::namespaced(client_as(env, Some(("hallmark-e2e-flux", &[]))).await, ns);
-    let dev: Api<Deployment> = Api::namespaced(client_as(env, Some(("hallmark-e2e-dev", &["hallmark-e2e-devs"]))).await, ns);
+    let dev: Api<Deployment> =
+        Api::namespaced(client_as(env, Some(("hallmark-e2e-dev", &["hallmark-e2e-devs"]))).await, ns);
     let oncall: Api<Deployment> =
         Api::namespaced(client_as(env, Some(("hallmark-e2e-sre", &["hallmark-e2e-oncall"]))).await, ns);
 
@@ -216,7 +225,8 @@ async fn scenario(env: &Env, ns: &str) {
     let cpu_patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "agent", "resources": {"limits": {"cpu": "750m"}}}]}}}});
     for dry_run in [true, false] {
         let params = PatchParams { dry_run, field_manager: Some("kubectl-patch".into()), ..PatchParams::default() };
-        let err = dev.patch("agent", &params, &Patch::Strategic(&cpu_patch)).await.expect_err("owned field change is denied");
+        let err =
+            dev.patch("agent", &params, &Patch::Strategic(&cpu_patch)).await.expect_err("owned field change is denied");
         let text = err.to_string();
         assert!(text.contains("containers[name=agent].resources.limits.cpu"), "{text}");
         assert!(text.contains("platform-e2e") && text.contains("https://git.example.com/sre/cluster-config"), "{text}");

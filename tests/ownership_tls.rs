@@ -102,7 +102,10 @@ async fn the_same_change_by_the_reconciler_is_allowed_silently() {
     assert_eq!(response["allowed"], true);
     assert!(warnings(&response).is_empty());
     // And Flux's own revert of the drift.
-    let response = client.post("/validate", fixture_bytes("deploy-platform-agent-update-ssa-flux-revert-drift.json")).await.response();
+    let response = client
+        .post("/validate", fixture_bytes("deploy-platform-agent-update-ssa-flux-revert-drift.json"))
+        .await
+        .response();
     assert_eq!(response["allowed"], true);
     assert!(warnings(&response).is_empty());
     server.stop().await;
@@ -150,7 +153,10 @@ async fn break_glass_is_allowed_warned_audited_and_stamped() {
     assert_eq!(response["allowed"], true);
     let w = warnings(&response);
     assert_eq!(w.len(), 1, "{w:?}");
-    assert!(w[0].starts_with("break-glass: spec.template.spec.containers[name=agent].resources.limits.memory"), "{w:?}");
+    assert!(
+        w[0].starts_with("break-glass: spec.template.spec.containers[name=agent].resources.limits.memory"),
+        "{w:?}"
+    );
     assert_eq!(response["auditAnnotations"]["break-glass-user"], "sre-alice");
     let mutated = client.post("/mutate", fixture_bytes(name)).await.response();
     assert_eq!(stamp(&patched(&review, &mutated))["hallmark.dev/channel"], "break-glass");
@@ -202,7 +208,10 @@ async fn scale_of_flux_owned_replicas_is_judged_as_spec_replicas() {
     let response = client.post("/validate", fixture_bytes(name)).await.response();
     assert_eq!(response["allowed"], false);
     let message = response["status"]["message"].as_str().unwrap_or_default();
-    assert!(message.starts_with("spec.replicas is owned by platform-config (field manager kustomize-controller"), "{message}");
+    assert!(
+        message.starts_with("spec.replicas is owned by platform-config (field manager kustomize-controller"),
+        "{message}"
+    );
     assert!(message.ends_with("Requested 2 -> 3."), "{message}");
     // A scale of an object Flux does not own is fine.
     let response = client.post("/validate", fixture_bytes("deploy-web-scale-dev.json")).await.response();
