@@ -4,10 +4,13 @@
 pub mod load;
 pub mod schema;
 
+pub use load::{PolicyError, load_paths, parse_documents};
 pub use schema::*;
 
 use crate::ownership::path::FieldPath;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
 use wildmatch::WildMatch;
 
 /// `deny` or `warn` for a rule; `ignore|warn|deny` for managedFields.
@@ -64,4 +67,190 @@ pub struct CompiledRule {
 #[derive(Clone, Debug, Default)]
 pub struct PolicySet {
     pub policies: Vec<CompiledPolicy>,
+}
+
+impl PolicySet {
+    pub fn new(policies: Vec<CompiledPolicy>) -> Self {
+        PolicySet { policies }
+    }
+
+    /// The policies in force: the loaded ones, or the built-in default when none are.
+    pub fn effective(&self) -> impl Iterator<Item = &CompiledPolicy> {
+        let policies: &[CompiledPolicy] = if self.policies.is_empty() {
+            std::slice::from_ref(&*BUILTIN_DEFAULT)
+        } else {
+            &self.policies
+        };
+        policies.iter()
+    }
+
+    /// True when no policy is loaded and the built-in default is in force.
+    pub fn is_builtin_default(&self) -> bool {
+        self.policies.is_empty()
+    }
+}
+
+/// The well-known Git reconciler identities (Flux, Argo CD).
+pub const BUILTIN_RECONCILER_USERS: [&str; 3] = [
+    "system:serviceaccount:flux-system:kustomize-controller",
+    "system:serviceaccount:flux-system:helm-controller",
+    "system:serviceaccount:argocd:argocd-application-controller",
+];
+
+/// The field managers with which Flux and Argo CD apply.
+pub const BUILTIN_RECONCILER_FIELD_MANAGERS: [&str; 4] = [
+    "kustomize-controller",
+    "helm-controller",
+    "argocd-controller",
+    "argocd-application-controller",
+];
+
+/// The name of the built-in default policy.
+pub const BUILTIN_DEFAULT_NAME: &str = "builtin-default";
+
+static BUILTIN_DEFAULT: LazyLock<CompiledPolicy> = LazyLock::new(build_builtin_default);
+
+/// The built-in default of DESIGN.md, in force when no policy is given: owner "git",
+/// the Flux and Argo CD reconcilers, `managedFields: warn`, no rules.
+pub fn builtin_default() -> CompiledPolicy {
+    BUILTIN_DEFAULT.clone()
+}
+
+fn build_builtin_default() -> CompiledPolicy {
+    CompiledPolicy {
+        name: BUILTIN_DEFAULT_NAME.to_string(),
+        owner_name: "git".to_string(),
+        repository: None,
+        reconcilers: Subjects {
+            users: BUILTIN_RECONCILER_USERS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            groups: Vec::new(),
+        },
+        reconciler_field_managers: BUILTIN_RECONCILER_FIELD_MANAGERS
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        require_pod_token: false,
+        rules: Vec::new(),
+        managed_fields: Enforcement::Warn,
+        delete_protection: false,
+        break_glass: Subjects::default(),
+    }
+}
+
+impl CompiledPolicy {
+    /// True when `manager` (a managedFields entry's manager) is a reconciler field manager.
+    pub fn is_reconciler_field_manager(&self, manager: &str) -> bool {
+        self.reconciler_field_managers.iter().any(|m| m == manager)
+    }
+}
+
+/// Labels to match a selector against: a `BTreeMap<String, String>`, or the JSON value
+/// of `metadata.labels` (a non-object, or a non-string label value, counts as absent).
+pub trait Labels {
+    fn label(&self, key: &str) -> Option<&str>;
+}
+
+impl Labels for BTreeMap<String, String> {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.get(key).map(String::as_str)
+    }
+}
+
+impl Labels for serde_json::Map<String, serde_json::Value> {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.get(key).and_then(serde_json::Value::as_str)
+    }
+}
+
+impl Labels for serde_json::Value {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.get(key).and_then(serde_json::Value::as_str)
+    }
+}
+
+impl<L: Labels + ?Sized> Labels for Option<&L> {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.and_then(|l| l.label(key))
+    }
+}
+
+/// Kubernetes label selector semantics: every `matchLabels` pair present, and every
+/// expression true (`In`: present with one of the values; `NotIn`: absent or none of
+/// the values; `Exists`; `DoesNotExist`). An empty selector matches everything; an
+/// unknown operator matches nothing.
+pub fn selector_matches<L: Labels + ?Sized>(selector: &LabelSelector, labels: &L) -> bool {
+    let labels_ok = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.label(k) == Some(v.as_str()));
+    labels_ok
+        && selector.match_expressions.iter().flatten().all(|req| {
+            let value = labels.label(&req.key);
+            let values = req.values.as_deref().unwrap_or_default();
+            match req.operator.as_str() {
+                "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
+                "NotIn" => value.is_none_or(|v| values.iter().all(|x| x != v)),
+                "Exists" => value.is_some(),
+                "DoesNotExist" => value.is_none(),
+                _ => false,
+            }
+        })
+}
+
+/// Kubernetes' `UnsafeGuessKindToResource`: `Deployment` -> `deployments`,
+/// `NetworkPolicy` -> `networkpolicies`, `Ingress` -> `ingresses`.
+pub fn guess_resource(kind: &str) -> String {
+    let lower = kind.to_lowercase();
+    if lower.ends_with('s') {
+        format!("{lower}es")
+    } else if let Some(stem) = lower.strip_suffix('y') {
+        format!("{stem}ies")
+    } else {
+        format!("{lower}s")
+    }
+}
+
+impl CompiledRule {
+    /// True when the rule applies to objects of this API group (`""` is core), kind
+    /// (`Deployment`) and resource (`deployments`; a `/subresource` suffix is ignored).
+    /// A `kinds` entry matches the kind (case-insensitively), the resource, or is `*`;
+    /// matching the resource lets a write to a subresource such as `scale` (whose object
+    /// is a `Scale`) be matched by its parent's resource.
+    pub fn matches_kind(&self, group: &str, kind: &str, resource: &str) -> bool {
+        let resource = resource.split('/').next().unwrap_or(resource);
+        let group_ok = self.groups.is_empty() || self.groups.iter().any(|g| g == "*" || g == group);
+        let kind_ok = self.kinds.is_empty()
+            || self.kinds.iter().any(|k| {
+                k == "*"
+                    || k.eq_ignore_ascii_case(kind)
+                    || (!resource.is_empty()
+                        && (k.eq_ignore_ascii_case(resource) || guess_resource(k) == resource))
+            });
+        group_ok && kind_ok
+    }
+
+    /// True when the rule applies in this namespace (`None`: a cluster-scoped object,
+    /// which only a rule without `namespaces` covers).
+    pub fn matches_namespace(&self, namespace: Option<&str>) -> bool {
+        if self.namespaces.is_empty() {
+            return true;
+        }
+        namespace.is_some_and(|ns| self.namespaces.iter().any(|glob| glob.matches(ns)))
+    }
+
+    /// True when the rule's `labelSelector` (if any) selects these labels.
+    pub fn matches_labels<L: Labels + ?Sized>(&self, labels: &L) -> bool {
+        self.label_selector
+            .as_ref()
+            .is_none_or(|selector| selector_matches(selector, labels))
+    }
+
+    /// [`matches_labels`](Self::matches_labels) on `metadata.labels` of a whole object.
+    pub fn matches_object_labels(&self, object: &serde_json::Value) -> bool {
+        self.matches_labels(&object.pointer("/metadata/labels"))
+    }
 }
