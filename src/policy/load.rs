@@ -235,16 +235,16 @@ fn parse_located(text: &str, source: &str) -> Result<Vec<Loaded>, PolicyError> {
             Err(e) => return Err(yaml_error(source, &e)),
         }
     }
+    // Pass 2: the typed documents, in one more read of the text.
     let mut out = Vec::new();
-    for (i, value) in values.iter().enumerate() {
+    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let Some(value) = values.get(i) else {
+            break;
+        };
         if value.is_null() {
             continue;
         }
         check_kind(text, source, i, value)?;
-        let Some(doc) = serde_yaml::Deserializer::from_str(text).nth(i) else {
-            continue;
-        };
-        // Pass 2: the typed document.
         let document = PolicyDocument::deserialize(doc).map_err(|e| yaml_error(source, &e))?;
         let policy = OwnershipPolicy {
             metadata: document.metadata,
@@ -880,7 +880,9 @@ spec:
             ))
         );
         let missing = root.join("missing.yaml");
-        let e = names(&[missing.clone()]).err().unwrap_or_default();
+        let e = names(std::slice::from_ref(&missing))
+            .err()
+            .unwrap_or_default();
         assert!(
             e.starts_with(&format!("{}: cannot read: ", missing.display())),
             "{e}"

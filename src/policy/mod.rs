@@ -254,3 +254,190 @@ impl CompiledRule {
         self.matches_labels(&object.pointer("/metadata/labels"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+    fn rule(groups: &[&str], kinds: &[&str], namespaces: &[&str]) -> CompiledRule {
+        CompiledRule {
+            groups: groups.iter().map(|s| s.to_string()).collect(),
+            kinds: kinds.iter().map(|s| s.to_string()).collect(),
+            namespaces: namespaces.iter().map(|s| WildMatch::new(s)).collect(),
+            label_selector: None,
+            fields: Vec::new(),
+            action: Enforcement::Deny,
+        }
+    }
+
+    #[test]
+    fn builtin_default_is_in_force_without_policies() {
+        let set = PolicySet::default();
+        let effective: Vec<&CompiledPolicy> = set.effective().collect();
+        assert_eq!(effective.len(), 1);
+        let d = effective[0];
+        assert_eq!(d.owner_name, "git");
+        assert_eq!(d.repository, None);
+        assert_eq!(d.managed_fields, Enforcement::Warn);
+        assert!(d.rules.is_empty());
+        assert!(!d.delete_protection);
+        assert!(d.break_glass.users.is_empty() && d.break_glass.groups.is_empty());
+        assert!(d.reconcilers.contains(
+            "system:serviceaccount:flux-system:kustomize-controller",
+            &[]
+        ));
+        assert!(d.reconcilers.contains(
+            "system:serviceaccount:argocd:argocd-application-controller",
+            &[]
+        ));
+        assert!(!d.reconcilers.contains("alice", &["system:masters".into()]));
+        for m in [
+            "kustomize-controller",
+            "helm-controller",
+            "argocd-controller",
+            "argocd-application-controller",
+        ] {
+            assert!(d.is_reconciler_field_manager(m), "{m}");
+        }
+        assert!(!d.is_reconciler_field_manager("kubectl-client-side-apply"));
+        assert!(set.is_builtin_default());
+
+        let mut mine = builtin_default();
+        mine.name = "mine".into();
+        let set = PolicySet::new(vec![mine]);
+        let names: Vec<&str> = set.effective().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["mine"]);
+    }
+
+    #[test]
+    fn kinds_and_groups() {
+        let r = rule(&["apps"], &["Deployment", "StatefulSet"], &[]);
+        let cases = [
+            ("apps", "Deployment", "deployments", true),
+            ("apps", "StatefulSet", "statefulsets", true),
+            ("apps", "DaemonSet", "daemonsets", false),
+            ("", "Deployment", "deployments", false),
+            ("extensions", "Deployment", "deployments", false),
+            // The scale subresource: a Scale object, matched by the parent's resource.
+            ("apps", "Scale", "deployments", true),
+            ("apps", "Scale", "deployments/scale", true),
+            ("apps", "Scale", "replicasets", false),
+            ("apps", "deployment", "", true),
+        ];
+        for (group, kind, resource, want) in cases {
+            assert_eq!(
+                r.matches_kind(group, kind, resource),
+                want,
+                "{group} {kind} {resource}"
+            );
+        }
+        let core = rule(&[""], &["ConfigMap"], &[]);
+        assert!(core.matches_kind("", "ConfigMap", "configmaps"));
+        assert!(!core.matches_kind("apps", "ConfigMap", "configmaps"));
+        let any = rule(&[], &[], &[]);
+        assert!(any.matches_kind("whatever.io", "Thing", "things"));
+        let star = rule(&["*"], &["*"], &[]);
+        assert!(star.matches_kind("x.io", "Thing", "things"));
+        let plural = rule(&["networking.k8s.io"], &["networkpolicies", "Ingress"], &[]);
+        assert!(plural.matches_kind("networking.k8s.io", "NetworkPolicy", "networkpolicies"));
+        assert!(plural.matches_kind("networking.k8s.io", "Scale", "ingresses"));
+        assert_eq!(guess_resource("NetworkPolicy"), "networkpolicies");
+        assert_eq!(guess_resource("Ingress"), "ingresses");
+        assert_eq!(guess_resource("Deployment"), "deployments");
+    }
+
+    #[test]
+    fn namespaces() {
+        let r = rule(&[], &[], &["team-*", "prod"]);
+        assert!(r.matches_namespace(Some("team-a")));
+        assert!(r.matches_namespace(Some("prod")));
+        assert!(!r.matches_namespace(Some("production")));
+        assert!(!r.matches_namespace(Some("kube-system")));
+        assert!(!r.matches_namespace(None));
+        let any = rule(&[], &[], &[]);
+        assert!(any.matches_namespace(Some("x")));
+        assert!(any.matches_namespace(None));
+    }
+
+    fn req(key: &str, op: &str, values: &[&str]) -> LabelSelectorRequirement {
+        LabelSelectorRequirement {
+            key: key.into(),
+            operator: op.into(),
+            values: (!values.is_empty()).then(|| values.iter().map(|s| s.to_string()).collect()),
+        }
+    }
+
+    #[test]
+    fn label_selectors() {
+        let labels: BTreeMap<String, String> = [("tier", "web"), ("env", "prod")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let sel =
+            |match_labels: &[(&str, &str)], exprs: Vec<LabelSelectorRequirement>| LabelSelector {
+                match_labels: (!match_labels.is_empty()).then(|| {
+                    match_labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect()
+                }),
+                match_expressions: (!exprs.is_empty()).then_some(exprs),
+            };
+        let cases = [
+            (sel(&[], vec![]), true),
+            (sel(&[("tier", "web")], vec![]), true),
+            (sel(&[("tier", "web"), ("env", "prod")], vec![]), true),
+            (sel(&[("tier", "db")], vec![]), false),
+            (sel(&[("team", "a")], vec![]), false),
+            (sel(&[], vec![req("tier", "In", &["web", "api"])]), true),
+            (sel(&[], vec![req("tier", "In", &["db"])]), false),
+            (sel(&[], vec![req("team", "In", &["a"])]), false),
+            (sel(&[], vec![req("tier", "NotIn", &["db"])]), true),
+            (sel(&[], vec![req("tier", "NotIn", &["web"])]), false),
+            (sel(&[], vec![req("team", "NotIn", &["a"])]), true),
+            (sel(&[], vec![req("tier", "Exists", &[])]), true),
+            (sel(&[], vec![req("team", "Exists", &[])]), false),
+            (sel(&[], vec![req("team", "DoesNotExist", &[])]), true),
+            (sel(&[], vec![req("tier", "DoesNotExist", &[])]), false),
+            (sel(&[], vec![req("tier", "Bogus", &[])]), false),
+            (
+                sel(
+                    &[("env", "prod")],
+                    vec![
+                        req("tier", "In", &["web"]),
+                        req("team", "DoesNotExist", &[]),
+                    ],
+                ),
+                true,
+            ),
+            (
+                sel(
+                    &[("env", "prod")],
+                    vec![req("tier", "In", &["web"]), req("env", "DoesNotExist", &[])],
+                ),
+                false,
+            ),
+        ];
+        let json = serde_json::json!({"tier": "web", "env": "prod"});
+        let object = serde_json::json!({"metadata": {"labels": {"tier": "web", "env": "prod"}}});
+        for (i, (selector, want)) in cases.into_iter().enumerate() {
+            assert_eq!(selector_matches(&selector, &labels), want, "case {i}");
+            assert_eq!(selector_matches(&selector, &json), want, "case {i} (json)");
+            let mut r = rule(&[], &[], &[]);
+            r.label_selector = Some(selector);
+            assert_eq!(r.matches_labels(&labels), want, "case {i} (rule)");
+            assert_eq!(r.matches_object_labels(&object), want, "case {i} (object)");
+        }
+        // No selector: every object; an object without labels.
+        let r = rule(&[], &[], &[]);
+        assert!(r.matches_labels(&BTreeMap::new()));
+        let mut r = rule(&[], &[], &[]);
+        r.label_selector = Some(sel(&[], vec![req("tier", "DoesNotExist", &[])]));
+        assert!(r.matches_object_labels(&serde_json::json!({"kind": "Scale"})));
+        r.label_selector = Some(sel(&[("tier", "web")], vec![]));
+        assert!(!r.matches_object_labels(&serde_json::json!({"kind": "Scale"})));
+        // Non-string label values count as absent.
+        assert!(!r.matches_labels(&serde_json::json!({"tier": 1})));
+    }
+}

@@ -18,10 +18,9 @@ use wildmatch::WildMatch;
 pub const API_VERSION: &str = "hallmark.dev/v1alpha1";
 pub const KIND: &str = "OwnershipPolicy";
 
+// `OwnershipPolicy::crd()` (from `kube::CustomResourceExt`) yields the
+// CustomResourceDefinition; doc comments below become its field descriptions.
 /// Which fields Git owns, who the owner is and who may change them.
-///
-/// `OwnershipPolicy::crd()` (from `kube::CustomResourceExt`) yields the
-/// CustomResourceDefinition.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "hallmark.dev",
@@ -514,5 +513,149 @@ fn validate_selector(selector: &LabelSelector, at: &[Step], errors: &mut Vec<Fie
                 ),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+
+    #[test]
+    fn crd() {
+        let crd = OwnershipPolicy::crd();
+        assert_eq!(
+            crd.metadata.name.as_deref(),
+            Some("ownershippolicies.hallmark.dev")
+        );
+        assert_eq!(crd.spec.group, "hallmark.dev");
+        assert_eq!(crd.spec.scope, "Cluster");
+        assert_eq!(crd.spec.names.kind, "OwnershipPolicy");
+        let version = &crd.spec.versions[0];
+        assert_eq!(version.name, "v1alpha1");
+        assert!(
+            version
+                .subresources
+                .as_ref()
+                .is_some_and(|s| s.status.is_some())
+        );
+        let json = serde_json::to_value(&crd).unwrap_or_default();
+        let spec = &json["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        assert_eq!(spec["required"], serde_json::json!(["owner"]));
+        for key in [
+            "owner",
+            "rules",
+            "managedFields",
+            "deleteProtection",
+            "breakGlass",
+        ] {
+            assert!(spec["properties"].get(key).is_some(), "{key}");
+        }
+        let rule = &spec["properties"]["rules"]["items"];
+        assert_eq!(rule["required"], serde_json::json!(["action", "fields"]));
+        assert!(
+            rule["properties"]["match"]["properties"]["labelSelector"]["properties"]
+                .get("matchExpressions")
+                .is_some()
+        );
+        assert_eq!(
+            rule["properties"]["action"]["enum"],
+            serde_json::json!(["deny", "warn"])
+        );
+        // A structural schema: no additionalProperties beside properties.
+        let text = serde_json::to_string(&json).unwrap_or_default();
+        assert!(!text.contains("\"additionalProperties\":false"), "{text}");
+    }
+
+    fn policy(spec: serde_json::Value) -> OwnershipPolicy {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "hallmark.dev/v1alpha1",
+            "kind": "OwnershipPolicy",
+            "metadata": {"name": "p"},
+            "spec": spec,
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn compiles_a_custom_resource() {
+        let p = policy(serde_json::json!({
+            "owner": {"name": "sre", "reconcilers": {"groups": ["flux"], "fieldManagers": ["flux"], "requirePodToken": true}},
+            "rules": [
+                {"match": {"kinds": ["Deployment"]}, "fields": ["spec.replicas", "spec.template.spec.containers[name=web].image"], "action": "warn"},
+                {"fields": ["metadata.annotations[\"example.com/x\"]"], "action": "deny"}
+            ],
+            "breakGlass": {"users": ["oncall"]}
+        }));
+        let c = compile(&p).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(c.name, "p");
+        assert_eq!(c.managed_fields, Enforcement::Ignore);
+        assert!(c.require_pod_token);
+        assert_eq!(c.rules.len(), 2);
+        assert_eq!(c.rules[0].action, Enforcement::Warn);
+        assert_eq!(c.rules[1].action, Enforcement::Deny);
+        assert_eq!(
+            c.rules[0].fields[1].to_string(),
+            "spec.template.spec.containers[name=web].image"
+        );
+        assert!(c.break_glass.contains("oncall", &[]));
+        assert!(c.reconcilers.contains("x", &["flux".into()]));
+    }
+
+    #[test]
+    fn compile_reports_every_problem() {
+        let p = policy(serde_json::json!({
+            "owner": {"name": " ", "reconcilers": {"users": [""]}},
+            "rules": [
+                {"fields": ["a..b", "ok", "c["], "action": "deny"},
+                {"match": {"labelSelector": {"matchExpressions": [
+                    {"key": "a", "operator": "Exists", "values": ["x"]},
+                    {"key": "", "operator": "NotIn"}
+                ]}}, "fields": ["x"], "action": "warn"}
+            ],
+            "managedFields": "deny"
+        }));
+        let errors: Vec<String> = compile(&p)
+            .err()
+            .unwrap_or_default()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            errors,
+            [
+                "spec.owner.name: the owner name must not be empty",
+                "spec.owner.reconcilers.users[0]: must not be empty",
+                "spec.rules[0].fields[0]: column 3: expected a field name after '.'",
+                "spec.rules[0].fields[2]: column 2: unclosed '['",
+                "spec.rules[1].match.labelSelector.matchExpressions[0].values: operator Exists takes no values",
+                "spec.rules[1].match.labelSelector.matchExpressions[1].key: a label key must not be empty",
+                "spec.rules[1].match.labelSelector.matchExpressions[1].operator: operator NotIn needs at least one value",
+                "spec.managedFields: managedFields: warn|deny needs spec.owner.reconcilers.fieldManagers (the managers whose managedFields entries mark Git-owned fields)",
+            ]
+        );
+    }
+
+    #[test]
+    fn delete_protection_alone_is_a_policy() {
+        let p = policy(serde_json::json!({
+            "owner": {"name": "o", "reconcilers": {"fieldManagers": ["f"]}},
+            "deleteProtection": true
+        }));
+        assert!(compile(&p).is_ok_and(|c| c.delete_protection && c.rules.is_empty()));
+    }
+
+    #[test]
+    fn serializes_back() {
+        let p = policy(serde_json::json!({
+            "owner": {"name": "o", "reconcilers": {"fieldManagers": ["f"]}},
+            "managedFields": "warn"
+        }));
+        let json = serde_json::to_value(&p).unwrap_or_default();
+        assert_eq!(json["apiVersion"], "hallmark.dev/v1alpha1");
+        assert_eq!(json["kind"], "OwnershipPolicy");
+        assert_eq!(json["spec"]["managedFields"], "warn");
+        let back: OwnershipPolicy = serde_json::from_value(json).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, p);
     }
 }
