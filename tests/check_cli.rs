@@ -58,13 +58,24 @@ impl Files {
 fn owned_change_from_manifests_is_denied_with_exit_1() {
     let f = Files::new();
     let (code, out, _) = hallmark(&[
-        "check", "--policy", &f.path("policy.yaml"), "--user", "dev", "--group", "developers",
-        "--old", &f.path("old.yaml"), "--new", &f.path("new.yaml"),
+        "check",
+        "--policy",
+        &f.path("policy.yaml"),
+        "--user",
+        "dev",
+        "--group",
+        "developers",
+        "--old",
+        &f.path("old.yaml"),
+        "--new",
+        &f.path("new.yaml"),
     ]);
     assert_eq!(code, 1, "{out}");
     assert!(out.starts_with("UPDATE deployments/team-a/platform-agent\n"), "{out}");
     assert!(
-        out.contains("denied: spec.template.spec.containers[name=agent].resources.limits.cpu is owned by platform-config"),
+        out.contains(
+            "denied: spec.template.spec.containers[name=agent].resources.limits.cpu is owned by platform-config"
+        ),
         "{out}"
     );
     assert!(out.contains("Requested \"500m\" -> \"750m\"."), "{out}");
@@ -74,8 +85,16 @@ fn owned_change_from_manifests_is_denied_with_exit_1() {
 fn the_reconciler_may_make_the_same_change() {
     let f = Files::new();
     let (code, out, _) = hallmark(&[
-        "check", "--policy", &f.path("policy.yaml"), "--user", "system:serviceaccount:flux-system:kustomize-controller",
-        "--old", &f.path("old.yaml"), "--new", &f.path("new.yaml"), "--json",
+        "check",
+        "--policy",
+        &f.path("policy.yaml"),
+        "--user",
+        "system:serviceaccount:flux-system:kustomize-controller",
+        "--old",
+        &f.path("old.yaml"),
+        "--new",
+        &f.path("new.yaml"),
+        "--json",
     ]);
     assert_eq!(code, 0, "{out}");
     let v: serde_json::Value = serde_json::from_str(&out).expect("json output");
@@ -88,13 +107,17 @@ fn the_reconciler_may_make_the_same_change() {
 fn captured_review_gives_the_same_verdict_as_the_webhook() {
     let f = Files::new();
     let review = fixtures_dir().join("deploy-platform-agent-update-patch-cpu-dev-flux-owned.json");
-    let (code, out, _) = hallmark(&["check", "--policy", &f.path("policy.yaml"), "--review", &review.display().to_string()]);
+    let (code, out, _) =
+        hallmark(&["check", "--policy", &f.path("policy.yaml"), "--review", &review.display().to_string()]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("containers[name=agent].resources.limits.cpu"), "{out}");
     // Without a policy the built-in default warns instead.
     let (code, out, _) = hallmark(&["check", "--review", &review.display().to_string()]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("warning: spec.template.spec.containers[name=agent].resources.limits.cpu is owned by git"), "{out}");
+    assert!(
+        out.contains("warning: spec.template.spec.containers[name=agent].resources.limits.cpu is owned by git"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -131,7 +154,8 @@ fn bad_config_exits_2_naming_file_and_line() {
 fn certs_writes_a_usable_ca_and_pair() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("out");
-    let (code, stdout, err) = hallmark(&["certs", "--out", &out.display().to_string(), "--dns", "hallmark.hallmark-system.svc"]);
+    let (code, stdout, err) =
+        hallmark(&["certs", "--out", &out.display().to_string(), "--dns", "hallmark.hallmark-system.svc"]);
     assert_eq!(code, 0, "{err}");
     assert!(stdout.contains("caBundle: "), "{stdout}");
     let cert = std::fs::read(out.join("tls.crt")).expect("tls.crt");

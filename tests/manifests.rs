@@ -1527,3 +1527,15 @@ fn kustomize_renders_the_base_and_both_overlays_into_valid_objects() {
         assert_eq!(b.as_ref().map(|b| b.0.as_slice()), Some(ca_pem.as_bytes()), "caBundle = ca.crt");
     }
 }
+
+#[test]
+fn crd_in_manifests_is_what_hallmark_crd_prints() {
+    let generated = hallmark::policy::crd_yaml().expect("the CRD serialises");
+    let on_disk =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/base/crd.yaml"))
+            .expect("manifests/base/crd.yaml");
+    assert!(
+        on_disk == generated,
+        "manifests/base/crd.yaml is stale: regenerate it with `cargo run -- crd > manifests/crd.yaml`"
+    );
+}
