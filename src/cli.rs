@@ -2,7 +2,7 @@
 
 use crate::admission::{AdmissionRequest, Answer, GroupVersionKind, GroupVersionResource, Operation, Review, UserInfo};
 use crate::config::Settings;
-use crate::policy::{PolicySet, load::load_paths};
+use crate::policy::{PolicySet, load_paths};
 use crate::provenance::Stamper;
 use crate::review::{Engine, OnError};
 use crate::server::serve::{ServeOptions, bind, shutdown_signal};

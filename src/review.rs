@@ -148,10 +148,10 @@ impl Engine {
             Vec::new()
         };
         let verdict = verdict::evaluate(req, &changes, policies);
-        if let Some(reason) = &verdict.error {
-            if !verdict.is_denied() {
-                return self.unevaluable("unreadable-managed-fields", reason);
-            }
+        if let Some(reason) = &verdict.error
+            && !verdict.is_denied()
+        {
+            return self.unevaluable("unreadable-managed-fields", reason);
         }
         answer_for(&verdict, &req.user_info.username)
     }

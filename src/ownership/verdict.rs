@@ -307,10 +307,8 @@ pub fn gitops_source(obj: &Value) -> Option<String> {
     }
     let argo_managed =
         managed_entries(obj).any(|e| e.get("manager").and_then(Value::as_str).is_some_and(|m| m.starts_with("argocd")));
-    if argo_managed {
-        if let Some(app) = label("app.kubernetes.io/instance") {
-            return Some(format!("Argo CD application {}", truncate(app, 120)));
-        }
+    if argo_managed && let Some(app) = label("app.kubernetes.io/instance") {
+        return Some(format!("Argo CD application {}", truncate(app, 120)));
     }
     None
 }

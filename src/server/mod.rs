@@ -14,7 +14,7 @@ use crate::review::{Decision, Engine, describe};
 use arc_swap::ArcSwap;
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -39,6 +39,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// False until certificates and policies are loaded, and during shutdown.
     pub ready: AtomicBool,
+    /// `--client-ca` is configured: the review endpoints need a verified client certificate.
+    pub require_client_cert: AtomicBool,
     /// Every policy source has loaded at least once (stays true once set).
     pub policies_loaded: AtomicBool,
     /// The policies of each source (`files`, `crd`); the snapshot is their union.
@@ -57,6 +59,7 @@ impl AppState {
             metrics,
             ready: AtomicBool::new(false),
             policies_loaded: AtomicBool::new(false),
+            require_client_cert: AtomicBool::new(false),
             sources: Mutex::new(BTreeMap::new()),
             expected_sources: Mutex::new(vec!["files"]),
         }
@@ -159,15 +162,27 @@ impl Endpoint {
     }
 }
 
-async fn mutate(State(s): State<Arc<AppState>>, body: Body) -> Response {
-    handle(s, Endpoint::Mutate, body).await
+/// Whether the connection presented a client certificate that verified against
+/// `--client-ca` (set per connection by the accept loop).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientCert(pub bool);
+
+async fn mutate(State(s): State<Arc<AppState>>, cert: Option<Extension<ClientCert>>, body: Body) -> Response {
+    handle(s, Endpoint::Mutate, cert, body).await
 }
 
-async fn validate(State(s): State<Arc<AppState>>, body: Body) -> Response {
-    handle(s, Endpoint::Validate, body).await
+async fn validate(State(s): State<Arc<AppState>>, cert: Option<Extension<ClientCert>>, body: Body) -> Response {
+    handle(s, Endpoint::Validate, cert, body).await
 }
 
-async fn handle(state: Arc<AppState>, endpoint: Endpoint, body: Body) -> Response {
+async fn handle(state: Arc<AppState>, endpoint: Endpoint, cert: Option<Extension<ClientCert>>, body: Body) -> Response {
+    if state.require_client_cert.load(Ordering::Relaxed) && !cert.is_some_and(|Extension(c)| c.0) {
+        state.metrics.error(endpoint.name(), "unauthenticated");
+        return plain(
+            StatusCode::UNAUTHORIZED,
+            "a client certificate signed by the configured --client-ca is required",
+        );
+    }
     let bytes = match read_body(body).await {
         Ok(b) => b,
         Err(resp) => {
