@@ -516,8 +516,9 @@ async fn check_cmd(
             Ok(r) => r,
             Err(e @ DiscoveryError::UnknownKind { .. }) => {
                 return Err(Failure::bad_input(format!(
-                    "resource mapping not found for name: \"{}\" from \"{}\": {e}",
+                    "resource mapping not found for name: \"{}\" namespace: \"{}\" from \"{}\": {e}\nensure CRDs are installed first",
                     s("/metadata/name"),
+                    s("/metadata/namespace"),
                     m.source
                 )));
             }
@@ -547,16 +548,15 @@ async fn check_cmd(
         let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_owned();
         let ns = object.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_owned);
         let live = cluster.get(&resource, ns.as_deref(), &name).await.map_err(Failure::error)?;
-        results.push(check::evaluate(
-            &engine,
-            &set,
-            &resource.qualified(),
+        let qualified = resource.qualified();
+        let write = check::Write {
+            qualified: &qualified,
             live,
-            &object,
-            user.clone(),
-            Some(args.field_manager.clone()),
-            now,
-        ));
+            manifest: &object,
+            user: user.clone(),
+            field_manager: Some(args.field_manager.clone()),
+        };
+        results.push(check::evaluate(&engine, &set, write, now));
     }
     let code = if results.iter().all(|r| r.allowed) { 0 } else { EXIT_ERROR };
     let stdout = match global.output {

@@ -76,19 +76,21 @@ fn object(v: Value, source: &str, index: usize) -> Result<Manifest, String> {
     Ok(Manifest { source: source.to_owned(), object: v })
 }
 
-/// Judges the write of `manifest` over `live` (`None`: the object does not exist, so the
-/// write is a CREATE) by `user` with `field_manager`. `qualified` names the resource
-/// (`deployments.apps`).
-pub fn evaluate(
-    engine: &Engine,
-    policies: &PolicySet,
-    qualified: &str,
-    live: Option<Value>,
-    manifest: &Value,
-    user: UserInfo,
-    field_manager: Option<String>,
-    now: jiff::Timestamp,
-) -> CheckResult {
+/// One write to judge: `manifest` applied over `live` (`None`: the object does not exist,
+/// so the write is a CREATE) by `user` with `field_manager`.
+#[derive(Debug, Clone)]
+pub struct Write<'a> {
+    /// The resource as discovery names it: `deployments.apps`.
+    pub qualified: &'a str,
+    pub live: Option<Value>,
+    pub manifest: &'a Value,
+    pub user: UserInfo,
+    pub field_manager: Option<String>,
+}
+
+/// What the webhook would answer for `write`.
+pub fn evaluate(engine: &Engine, policies: &PolicySet, write: Write<'_>, now: jiff::Timestamp) -> CheckResult {
+    let Write { qualified, live, manifest, user, field_manager } = write;
     let new = match &live {
         Some(live) => merge::apply(live, manifest),
         None => manifest.clone(),
@@ -173,10 +175,8 @@ pub fn render_check(results: &[CheckResult]) -> String {
             row("Commit:", s.commit.as_deref());
             row("Repository:", s.repository.as_deref());
             row("Field-Manager:", s.field_manager.as_deref());
-            if let Some(latest) = s.history.first() {
-                if r.operation == "UPDATE" {
-                    t.push(["Changes:".to_owned(), super::show::changed_text(latest)]);
-                }
+            if let Some(latest) = s.history.first().filter(|_| r.operation == "UPDATE") {
+                t.push(["Changes:".to_owned(), super::show::changed_text(latest)]);
             }
             out.push_str(&t.render(false, "    "));
         }

@@ -89,14 +89,12 @@ impl ResourceName {
         let Some((name, rest)) = text.split_once('.') else {
             return ResourceName { name: text.to_owned(), group: None, version: None };
         };
-        if let Some((first, group)) = rest.split_once('.') {
-            if is_version(first) {
-                return ResourceName {
-                    name: name.to_owned(),
-                    group: Some(group.to_owned()),
-                    version: Some(first.to_owned()),
-                };
-            }
+        if let Some((first, group)) = rest.split_once('.').filter(|(first, _)| is_version(first)) {
+            return ResourceName {
+                name: name.to_owned(),
+                group: Some(group.to_owned()),
+                version: Some(first.to_owned()),
+            };
         }
         ResourceName { name: name.to_owned(), group: Some(rest.to_owned()), version: None }
     }
@@ -301,7 +299,7 @@ pub struct Discovery {
 pub enum DiscoveryError {
     #[error("the server doesn't have a resource type \"{0}\"")]
     Unknown(String),
-    #[error("resource mapping not found for kind \"{kind}\" in version \"{api_version}\"")]
+    #[error("no matches for kind \"{kind}\" in version \"{api_version}\"")]
     UnknownKind { kind: String, api_version: String },
     #[error("{0}")]
     Api(#[from] kube::Error),

@@ -5,6 +5,7 @@
 use super::show::ObjectId;
 use super::table::{Table, cell};
 use crate::ownership::fieldsv1::FieldSet;
+use crate::ownership::path::{FieldPath, Segment};
 use crate::ownership::verdict::gitops_source;
 use crate::policy::{CompiledPolicy, Enforcement};
 use serde::Serialize;
@@ -107,7 +108,7 @@ pub fn owners<'p>(obj: &Value, resource: &str, policies: impl IntoIterator<Item 
                 match FieldSet::decode(fields) {
                     Ok(set) => {
                         claimed[i] = true;
-                        for path in set.paths() {
+                        for path in compact(set.paths()) {
                             push_git(&mut out.git, path.to_string(), Some(manager), policy, policy.managed_fields);
                         }
                     }
@@ -131,7 +132,7 @@ pub fn owners<'p>(obj: &Value, resource: &str, policies: impl IntoIterator<Item 
         let s = |k: &str| entry.get(k).and_then(Value::as_str).filter(|v| !v.is_empty()).map(str::to_owned);
         let manager = s("manager").unwrap_or_default();
         let fields = match entry.get("fieldsV1").map(FieldSet::decode) {
-            Some(Ok(set)) => set.paths().iter().map(ToString::to_string).collect(),
+            Some(Ok(set)) => compact(set.paths()).iter().map(ToString::to_string).collect(),
             Some(Err(e)) => {
                 out.errors.push(format!("managedFields of {manager}: {e}"));
                 continue;
@@ -147,6 +148,22 @@ pub fn owners<'p>(obj: &Value, resource: &str, policies: impl IntoIterator<Item 
         });
     }
     out
+}
+
+/// The fields of a set as a reader wants them: the most specific ones. A key field of a
+/// list element (`env[name=A].name`) goes with the element, and a map or element that is
+/// listed only because its children are (`metadata.annotations`, `containers[name=web]`)
+/// is left out for them; what remains still covers every owned field.
+pub fn compact(paths: Vec<FieldPath>) -> Vec<FieldPath> {
+    let is_key_field = |p: &FieldPath| match p.segments() {
+        [.., Segment::Key(pairs), Segment::Field(f)] => pairs.iter().any(|(k, _)| k == f),
+        _ => false,
+    };
+    let kept: Vec<FieldPath> = paths.into_iter().filter(|p| !is_key_field(p)).collect();
+    let is_parent = |p: &FieldPath| {
+        kept.iter().any(|q| q.segments().len() > p.segments().len() && q.segments().starts_with(p.segments()))
+    };
+    kept.iter().filter(|p| !is_parent(p)).cloned().collect()
 }
 
 fn is_status(entry: &Value) -> bool {
@@ -212,7 +229,7 @@ pub fn render_owners(obj: &Value, owners: &Owners, source: &PolicySource, header
                 .join(", ")
         };
         top.push(["Git owner:".to_owned(), git]);
-        top.push(["Applied by:".to_owned(), cell(owners.gitops_source.as_deref())]);
+        top.push(["Git source:".to_owned(), cell(owners.gitops_source.as_deref())]);
         top.push(["Policies:".to_owned(), source.describe()]);
         out.push_str(&top.render(false, ""));
         out.push('\n');
@@ -242,10 +259,8 @@ pub fn render_owners(obj: &Value, owners: &Owners, source: &PolicySource, header
 pub fn owners_document(obj: &Value, owners: &Owners, source: &PolicySource) -> Value {
     let mut doc = ObjectId::of(obj).to_json();
     doc["policies"] = json!(source.describe());
-    if let Value::Object(extra) = serde_json::to_value(owners).unwrap_or(Value::Null) {
-        if let Value::Object(d) = &mut doc {
-            d.extend(extra);
-        }
+    if let (Value::Object(d), Ok(Value::Object(extra))) = (&mut doc, serde_json::to_value(owners)) {
+        d.extend(extra);
     }
     doc
 }
