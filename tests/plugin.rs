@@ -523,6 +523,12 @@ mod mock {
             ("GET", ["apis"]) => ok(discovery("apis.json")),
             ("GET", ["api", "v1"]) => ok(discovery("api-v1.json")),
             ("GET", ["apis", group, "v1"]) if discovery_file(group) => ok(discovery(&format!("apis-{group}-v1.json"))),
+            ("GET", ["apis", "apps", "v1", "namespaces", "team-a", "statefulsets"]) => {
+                let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": "statefulsets.apps is forbidden: User \"dev\" cannot list resource \"statefulsets\" in API group \"apps\" in the namespace \"team-a\"",
+                    "reason": "Forbidden", "details": {"group": "apps", "kind": "statefulsets"}, "code": 403});
+                (StatusCode::FORBIDDEN, axum::Json(status)).into_response()
+            }
             ("GET", ["apis", "apps", "v1", "namespaces", "team-a", "deployments"]) => {
                 ok(data("deployments-team-a.metadata-list.json"))
             }
@@ -536,12 +542,26 @@ mod mock {
                 not_found_status("deployments.apps", name)
             }
             ("GET", ["api", "v1", "namespaces", _, "configmaps", name]) => not_found_status("configmaps", name),
-            ("POST", ["apis", "authentication.k8s.io", "v1", "selfsubjectreviews"]) => ok(json!({
-                "kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1",
-                "metadata": {"creationTimestamp": null},
-                "status": {"userInfo": {"username": "dev", "uid": "uid-dev",
-                                        "groups": ["developers", "system:authenticated"]}}
-            })),
+            // Who the caller is: dev, or whom the caller impersonates (as the real server says).
+            ("POST", ["apis", "authentication.k8s.io", "v1", "selfsubjectreviews"]) => {
+                let header = |name: &str| -> Vec<String> {
+                    headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).map(str::to_owned).collect()
+                };
+                let user_info = match header("impersonate-user").first() {
+                    Some(user) => {
+                        let mut groups = header("impersonate-group");
+                        groups.push("system:authenticated".into());
+                        json!({"username": user, "groups": groups})
+                    }
+                    None => {
+                        json!({"username": "dev", "uid": "uid-dev", "groups": ["developers", "system:authenticated"]})
+                    }
+                };
+                ok(json!({
+                    "kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1",
+                    "metadata": {"creationTimestamp": null}, "status": {"userInfo": user_info}
+                }))
+            }
             // What kube-apiserver answers for a path nothing serves (a CRD not installed).
             _ => (StatusCode::NOT_FOUND, "404 page not found\n").into_response(),
         }
@@ -655,6 +675,19 @@ async fn list_that_matches_nothing_says_no_resources_found_like_kubectl() {
     assert_eq!(got.stderr, "No resources found in team-a namespace.\n");
 }
 
+#[tokio::test]
+async fn list_reports_a_kind_it_may_not_list_and_still_lists_the_others() {
+    let server = mock::ApiServer::start(false).await;
+    let got =
+        kubectl_hallmark(&server, &["list", "--kind", "sts,deploy", "--committer", "octo-lead", "--no-headers"]).await;
+    assert_eq!(got.code, 1);
+    assert_eq!(got.stdout, "Deployment   shop   gha:acme/shop   push   main   89e6c98d   3h\n");
+    assert_eq!(
+        got.stderr,
+        "Error from server (Forbidden): statefulsets.apps is forbidden: User \"dev\" cannot list resource \"statefulsets\" in API group \"apps\" in the namespace \"team-a\"\n"
+    );
+}
+
 fn manifest_file(text: &str) -> tempfile::NamedTempFile {
     let mut f = tempfile::Builder::new().suffix(".yaml").tempfile().expect("temp file");
     std::io::Write::write_all(&mut f, text.as_bytes()).expect("write manifest");
@@ -751,4 +784,80 @@ async fn check_k_renders_the_kustomization_with_kubectl() {
     let got = kubectl_hallmark(&server, &["check", "-k", dir.path().to_str().expect("utf-8"), "--no-headers"]).await;
     assert_eq!((got.code, got.stderr.as_str()), (0, ""));
     assert_eq!(lines(&got.stdout)[0], "CREATE configmaps/from-kustomize -n team-a: allowed");
+}
+
+/// Runs the real binary (off the runtime's thread, so the mock keeps answering).
+async fn binary(args: Vec<String>) -> Outcome {
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-hallmark"))
+            .args(&args)
+            .env_remove("KUBECONFIG")
+            .output()
+            .expect("run kubectl-hallmark")
+    })
+    .await
+    .expect("join");
+    Outcome {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_uses_the_kubeconfig_context_and_impersonates_with_as() {
+    let server = mock::ApiServer::start(false).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    let config = format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: mock
+  cluster: {{server: \"http://{}\"}}
+- name: elsewhere
+  cluster: {{server: \"http://127.0.0.1:1\"}}
+users:
+- name: dev-user
+  user: {{token: dev-token}}
+contexts:
+- name: mock-team-a
+  context: {{cluster: mock, user: dev-user, namespace: team-a}}
+- name: broken
+  context: {{cluster: elsewhere, user: dev-user}}
+current-context: broken
+",
+        server.addr
+    );
+    std::fs::write(&kubeconfig, config).expect("write kubeconfig");
+    let manifest = dir.path().join("cm.yaml");
+    std::fs::write(&manifest, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\n").expect("write manifest");
+    let base = |more: &[&str]| -> Vec<String> {
+        let kc = kubeconfig.to_str().expect("utf-8").to_owned();
+        ["--kubeconfig", &kc, "--context", "mock-team-a"].iter().chain(more).map(|s| s.to_string()).collect()
+    };
+
+    let got = binary(base(&["show", "deploy/shop"])).await;
+    assert_eq!((got.code, got.stderr.as_str()), (0, ""));
+    assert_eq!(
+        lines(&got.stdout)[..3],
+        ["Name:            shop", "Namespace:       team-a", "Kind:            Deployment (apps/v1)"]
+    );
+
+    let path = manifest.to_str().expect("utf-8");
+    let got = binary(base(&["check", "-f", path, "--as", "ci-bot", "--as-group", "ci-pipelines"])).await;
+    assert_eq!((got.code, got.stderr.as_str()), (0, ""));
+    let out = lines(&got.stdout);
+    assert_eq!(out[1], "User:     ci-bot (groups ci-pipelines)");
+    assert_eq!(out[3], "CREATE configmaps/settings -n team-a: allowed");
+    assert_eq!(out[5], "    Applied-By:      ci-bot");
+
+    let got = binary(base(&["show", "deploy/nope"])).await;
+    assert_eq!((got.code, got.stdout.as_str()), (1, ""));
+    assert_eq!(got.stderr, "error: deployments.apps \"nope\" not found\n");
+
+    let kc = kubeconfig.to_str().expect("utf-8").to_owned();
+    let got = binary(["--kubeconfig", &kc, "--context", "missing", "list"].map(String::from).to_vec()).await;
+    assert_eq!(got.code, 1);
+    assert!(got.stderr.starts_with("error: context \"missing\": "), "{}", got.stderr);
 }

@@ -64,8 +64,8 @@ pub struct GlobalArgs {
     #[arg(long = "as-group", global = true)]
     pub as_groups: Vec<String>,
     /// User extra to impersonate, KEY=VALUE (repeatable).
-    #[arg(long = "as-user-extra", global = true)]
-    pub as_user_extra: Vec<String>,
+    #[arg(long = "as-user-extra", global = true, value_parser = key_value)]
+    pub as_user_extra: Vec<(String, String)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -215,19 +215,30 @@ pub fn main() -> i32 {
     })
 }
 
+fn key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
+    }
+}
+
+/// `--as-user-extra` entries by key.
+fn impersonated_extra(global: &GlobalArgs) -> BTreeMap<String, Vec<String>> {
+    let mut extra: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (k, v) in &global.as_user_extra {
+        extra.entry(k.clone()).or_default().push(v.clone());
+    }
+    extra
+}
+
 /// `--kubeconfig`, `--context`, `--as`, ... as connection options.
 pub fn connect_options(global: &GlobalArgs) -> ConnectOptions {
-    let mut extra: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for kv in &global.as_user_extra {
-        let (k, v) = kv.split_once('=').unwrap_or((kv.as_str(), ""));
-        extra.entry(k.to_owned()).or_default().push(v.to_owned());
-    }
     ConnectOptions {
         kubeconfig: global.kubeconfig.clone(),
         context: global.context.clone(),
         impersonate: global.as_user.clone(),
         impersonate_groups: global.as_groups.clone(),
-        impersonate_extra: extra,
+        impersonate_extra: impersonated_extra(global),
     }
 }
 
@@ -381,26 +392,38 @@ async fn list_cmd(
     };
     let filter = ListFilter { branch: args.branch.clone(), committer: args.committer.clone(), since };
     let mut discovery = Discovery::new(cluster.client.clone());
-    let mut rows = Vec::new();
+    let mut resources = Vec::new();
     for kind in args.kind.split(',').map(str::trim).filter(|k| !k.is_empty()) {
-        let resource = discovery.resolve(kind).await?;
-        let ns = if args.all_namespaces { None } else { namespace_for(&resource, global, cluster) };
-        let items = cluster.list_metadata(&resource, ns).await.map_err(Failure::error)?;
-        rows.extend(list_rows(&resource.kind, &items, &keys, &filter));
+        resources.push(discovery.resolve(kind).await?);
     }
-    if global.output != OutputFormat::Table {
-        return document(global.output, &list_document(&rows)).map(Done::ok);
+    // Like kubectl, a kind that cannot be listed (forbidden) is reported and the others
+    // are still listed.
+    let mut rows = Vec::new();
+    let mut errors = String::new();
+    for resource in &resources {
+        let ns = if args.all_namespaces { None } else { namespace_for(resource, global, cluster) };
+        match cluster.list_metadata(resource, ns).await {
+            Ok(items) => rows.extend(list_rows(&resource.kind, &items, &keys, &filter)),
+            Err(e) => errors.push_str(&format!("{}\n", Failure::error(e).line())),
+        }
     }
-    if rows.is_empty() {
-        let ns = global.namespace.as_deref().unwrap_or(&cluster.default_namespace);
-        let stderr = if args.all_namespaces {
-            "No resources found\n".to_owned()
-        } else {
-            format!("No resources found in {ns} namespace.\n")
-        };
-        return Ok(Done { stdout: String::new(), stderr, code: 0 });
-    }
-    Ok(Done::ok(render_list(&rows, args.all_namespaces, !global.no_headers, now)))
+    let code = if errors.is_empty() { 0 } else { EXIT_ERROR };
+    let stdout = match global.output {
+        OutputFormat::Table if rows.is_empty() => {
+            if errors.is_empty() {
+                let ns = global.namespace.as_deref().unwrap_or(&cluster.default_namespace);
+                if args.all_namespaces {
+                    errors.push_str("No resources found\n");
+                } else {
+                    errors.push_str(&format!("No resources found in {ns} namespace.\n"));
+                }
+            }
+            String::new()
+        }
+        OutputFormat::Table => render_list(&rows, args.all_namespaces, !global.no_headers, now),
+        format => document(format, &list_document(&rows))?,
+    };
+    Ok(Done { stdout, stderr: errors, code })
 }
 
 /// The user the write would come from: the server's answer to a SelfSubjectReview (which
@@ -421,12 +444,7 @@ async fn current_user(global: &GlobalArgs, cluster: &Cluster, warnings: &mut Vec
             if !groups.iter().any(|g| g == "system:authenticated") {
                 groups.push("system:authenticated".to_owned());
             }
-            let mut extra: BTreeMap<String, Vec<String>> = BTreeMap::new();
-            for kv in &global.as_user_extra {
-                let (k, v) = kv.split_once('=').unwrap_or((kv.as_str(), ""));
-                extra.entry(k.to_owned()).or_default().push(v.to_owned());
-            }
-            UserInfo { username, uid: None, groups, extra }
+            UserInfo { username, uid: None, groups, extra: impersonated_extra(global) }
         }
     }
 }
@@ -475,10 +493,14 @@ fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, Failure> {
 
 /// `kubectl kustomize DIR`.
 fn kustomize(dir: &Path) -> Result<String, Failure> {
-    let output = std::process::Command::new("kubectl").arg("kustomize").arg(dir).output().map_err(|e| {
+    kustomize_with("kubectl", dir)
+}
+
+fn kustomize_with(kubectl: &str, dir: &Path) -> Result<String, Failure> {
+    let output = std::process::Command::new(kubectl).arg("kustomize").arg(dir).output().map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             Failure::bad_input(format!(
-                "-k needs kubectl on PATH to run `kubectl kustomize {}`; render it yourself and pass -f FILE",
+                "-k needs {kubectl} on PATH to run `{kubectl} kustomize {}`; render it yourself and pass -f FILE",
                 dir.display()
             ))
         } else {
@@ -587,4 +609,42 @@ fn s_ns(object: &Value) -> Option<String> {
 fn user_line(user: &UserInfo) -> String {
     let groups = user.groups.iter().filter(|g| *g != "system:authenticated").cloned().collect::<Vec<_>>();
     if groups.is_empty() { user.username.clone() } else { format!("{} (groups {})", user.username, groups.join(", ")) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kustomize_without_kubectl_on_path_is_a_clear_bad_input_error() {
+        let f = kustomize_with("kubectl-not-installed-here", Path::new("overlays/prod")).expect_err("no such program");
+        assert_eq!(f.code, EXIT_BAD_INPUT);
+        assert_eq!(
+            f.line(),
+            "error: -k needs kubectl-not-installed-here on PATH to run `kubectl-not-installed-here kustomize overlays/prod`; render it yourself and pass -f FILE"
+        );
+    }
+
+    #[test]
+    fn targets_are_kind_slash_name_or_kind_and_name() {
+        let t = |args: &[&str]| split_target(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(t(&["deploy/web"]), Ok(("deploy".into(), "web".into())));
+        assert_eq!(t(&["deploy", "web"]), Ok(("deploy".into(), "web".into())));
+        assert_eq!(t(&["deploy"]).map_err(|f| f.code), Err(EXIT_BAD_INPUT));
+        assert_eq!(t(&["deploy/web", "x"]).map_err(|f| f.code), Err(EXIT_BAD_INPUT));
+        assert_eq!(t(&["deploy/a/b"]).map_err(|f| f.code), Err(EXIT_BAD_INPUT));
+    }
+
+    #[test]
+    fn server_errors_keep_kubectls_own_prefix() {
+        assert_eq!(Failure::error("Error from server (Forbidden): no").line(), "Error from server (Forbidden): no");
+        assert_eq!(Failure::error("x not found").line(), "error: x not found");
+    }
+
+    #[test]
+    fn user_extras_must_be_key_value() {
+        assert_eq!(key_value("a=b=c"), Ok(("a".into(), "b=c".into())));
+        assert!(key_value("novalue").is_err());
+        assert!(key_value("=v").is_err());
+    }
 }
