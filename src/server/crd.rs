@@ -16,7 +16,6 @@ use std::sync::Arc;
 
 /// Watches the resources until the process ends; reconnects with backoff.
 pub async fn watch(state: Arc<AppState>) {
-    state.expect_source("crd");
     let client = match kube::Client::try_default().await {
         Ok(c) => c,
         Err(e) => {
