@@ -219,9 +219,13 @@ async fn sigterm_turns_readiness_off_keeps_answering_then_exits_cleanly() {
     let status = Command::new("kill").args(["-TERM", &p.child.id().to_string()]).status().expect("kill");
     assert!(status.success());
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(conn.request("GET", "/readyz", vec![]).await.status, 503, "not ready while draining");
+    let ready = conn.request("GET", "/readyz", vec![]).await;
+    assert_eq!(ready.status, 503, "not ready while draining");
+    assert_eq!(ready.connection.as_deref(), Some("close"));
+    let mut conn = ApiserverClient::connect(p.addr, &ca).await;
     let reply = conn.post("/mutate", fixture_bytes("deploy-web-create-csa-dev.json")).await;
     assert_eq!(reply.status, 200, "still answering during the drain period");
+    assert_eq!(reply.connection.as_deref(), Some("close"), "clients are told to reconnect elsewhere");
     let mut fresh = ApiserverClient::connect(p.addr, &ca).await;
     assert_eq!(fresh.post("/validate", fixture_bytes("deploy-web-create-csa-dev.json")).await.status, 200);
     let start = Instant::now();
