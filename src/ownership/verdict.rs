@@ -399,12 +399,17 @@ spec:
         evaluate(req, &changes, set)
     }
 
-    /// (case, user, groups, new object, managedFields mode) -> (denied, warned, break-glass)
+    /// A writer: username and groups.
+    type Writer<'a> = (&'a str, Vec<&'a str>);
+    /// What a verdict should say: denied, warnings, break-glass.
+    type Expect = (bool, usize, bool);
+
+    /// (case, writer, new object, managedFields mode) -> expectation
     #[test]
     fn verdict_table() {
         let dev = ("dev", vec!["developers"]);
         let old = object("500m", "low", 2);
-        let cases: Vec<(&str, (&str, Vec<&str>), Value, &str, (bool, usize, bool))> = vec![
+        let cases: Vec<(&str, Writer, Value, &str, Expect)> = vec![
             ("owned field by a developer", dev.clone(), object("750m", "low", 2), "ignore", (true, 0, false)),
             ("warn rule", dev.clone(), object("500m", "high", 2), "ignore", (false, 1, false)),
             (
