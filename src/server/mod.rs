@@ -39,6 +39,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// False until certificates and policies are loaded, and during shutdown.
     pub ready: AtomicBool,
+    /// A shutdown signal arrived: answering, but no longer ready.
+    pub draining: AtomicBool,
     /// `--client-ca` is configured: the review endpoints need a verified client certificate.
     pub require_client_cert: AtomicBool,
     /// Every policy source has loaded at least once (stays true once set).
@@ -60,6 +62,7 @@ impl AppState {
             ready: AtomicBool::new(false),
             policies_loaded: AtomicBool::new(false),
             require_client_cert: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             sources: Mutex::new(BTreeMap::new()),
             expected_sources: Mutex::new(vec!["files"]),
         }
@@ -101,7 +104,25 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), close_when_draining))
         .with_state(state)
+}
+
+/// While draining (after SIGTERM, `/readyz` false), every HTTP/1.1 response says
+/// `Connection: close`: the client then closes its keep-alive connection itself after a
+/// complete response and opens the next one to another replica, instead of racing a
+/// server-side close with its next POST (which kube-apiserver would not retry).
+async fn close_when_draining(
+    State(state): State<Arc<AppState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let http1 = req.version() < axum::http::Version::HTTP_2;
+    let mut resp = next.run(req).await;
+    if http1 && !state.ready.load(Ordering::Relaxed) && state.draining.load(Ordering::Relaxed) {
+        resp.headers_mut().insert(header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 /// The benchmark's floor: the same stack, but it only decodes the AdmissionReview and

@@ -120,6 +120,7 @@ impl Bound {
             let accepted = tokio::select! {
                 _ = &mut shutdown, if drain_deadline.is_none() => {
                     state.ready.store(false, Ordering::SeqCst);
+                    state.draining.store(true, Ordering::SeqCst);
                     tracing::info!(drain_seconds = opts.drain.as_secs(), "shutting down: draining");
                     drain_deadline = Some(tokio::time::Instant::now() + opts.drain);
                     continue;
