@@ -146,7 +146,12 @@ impl Cluster {
         let list: Value = match self.client.request(request).await {
             Ok(v) => v,
             Err(kube::Error::Api(s)) if s.code == 404 => return Ok((PolicySet::default(), PolicySource::BuiltinNoCrd)),
-            Err(e) => return Err(format!("cannot list OwnershipPolicy resources: {}", api_error(e))),
+            Err(e) => {
+                return Err(format!(
+                    "cannot list OwnershipPolicy resources (pass --policy FILE to use a file instead): {}",
+                    api_error(e)
+                ));
+            }
         };
         let mut compiled: Vec<CompiledPolicy> = Vec::new();
         for item in list.get("items").and_then(Value::as_array).into_iter().flatten() {
