@@ -688,6 +688,17 @@ async fn list_reports_a_kind_it_may_not_list_and_still_lists_the_others() {
     );
 }
 
+#[tokio::test]
+async fn a_bad_annotation_prefix_is_bad_input_and_a_kind_without_list_is_reported() {
+    let server = mock::ApiServer::start(false).await;
+    let got = kubectl_hallmark(&server, &["show", "deploy/shop", "--annotation-prefix", "hallmark"]).await;
+    assert_eq!(got.code, 2);
+    assert_eq!(got.stderr, "error: --annotation-prefix: \"hallmark\" must end with '/', e.g. \"hallmark.dev/\"\n");
+    let got = kubectl_hallmark(&server, &["list", "--kind", "selfsubjectreviews"]).await;
+    assert_eq!((got.code, got.stdout.as_str()), (1, ""));
+    assert_eq!(got.stderr, "error: selfsubjectreviews.authentication.k8s.io cannot be listed\n");
+}
+
 fn manifest_file(text: &str) -> tempfile::NamedTempFile {
     let mut f = tempfile::Builder::new().suffix(".yaml").tempfile().expect("temp file");
     std::io::Write::write_all(&mut f, text.as_bytes()).expect("write manifest");

@@ -54,9 +54,9 @@ pub struct GlobalArgs {
     /// Don't print headers.
     #[arg(long, global = true)]
     pub no_headers: bool,
-    /// hallmark's annotation prefix.
-    #[arg(long, global = true, default_value = crate::config::DEFAULT_PREFIX)]
-    pub annotation_prefix: String,
+    /// hallmark's annotation prefix [default: hallmark.dev/, or check's --config].
+    #[arg(long, global = true)]
+    pub annotation_prefix: Option<String>,
     /// Username to impersonate for the operation.
     #[arg(long = "as", global = true)]
     pub as_user: Option<String>,
@@ -285,9 +285,9 @@ impl Done {
 }
 
 fn keys(global: &GlobalArgs) -> Result<Keys, Failure> {
-    crate::config::validate_prefix(&global.annotation_prefix)
-        .map_err(|why| Failure::bad_input(format!("--annotation-prefix: {why}")))?;
-    Ok(Keys::new(&global.annotation_prefix))
+    let prefix = global.annotation_prefix.as_deref().unwrap_or(crate::config::DEFAULT_PREFIX);
+    crate::config::validate_prefix(prefix).map_err(|why| Failure::bad_input(format!("--annotation-prefix: {why}")))?;
+    Ok(Keys::new(prefix))
 }
 
 fn document(format: OutputFormat, doc: &Value) -> Result<String, Failure> {
@@ -401,6 +401,10 @@ async fn list_cmd(
     let mut rows = Vec::new();
     let mut errors = String::new();
     for resource in &resources {
+        if !resource.supports("list") {
+            errors.push_str(&format!("error: {} cannot be listed\n", resource.qualified()));
+            continue;
+        }
         let ns = if args.all_namespaces { None } else { namespace_for(resource, global, cluster) };
         match cluster.list_metadata(resource, ns).await {
             Ok(items) => rows.extend(list_rows(&resource.kind, &items, &keys, &filter)),
@@ -525,8 +529,8 @@ async fn check_cmd(
         Some(path) => Settings::from_file(path).map_err(|e| Failure::bad_input(e.to_string()))?,
         None => Settings::default(),
     };
-    if global.annotation_prefix != settings.annotation_prefix {
-        settings.set_prefix(global.annotation_prefix.clone()).map_err(|e| Failure::bad_input(e.to_string()))?;
+    if let Some(prefix) = &global.annotation_prefix {
+        settings.set_prefix(prefix.clone()).map_err(|e| Failure::bad_input(e.to_string()))?;
     }
     let manifests = read_inputs(args)?;
     // Every object must map to a resource before anything is judged (bad input: exit 2).
