@@ -2,7 +2,7 @@
 
 use crate::admission::{AdmissionRequest, Answer, GroupVersionKind, GroupVersionResource, Operation, Review, UserInfo};
 use crate::config::Settings;
-use crate::policy::{PolicySet, load::load_paths};
+use crate::policy::{PolicySet, load_paths};
 use crate::provenance::Stamper;
 use crate::review::{Engine, OnError};
 use crate::server::serve::{ServeOptions, bind, shutdown_signal};
@@ -202,23 +202,19 @@ pub fn settings(args: &ProvenanceArgs) -> Result<Settings, String> {
     Ok(s)
 }
 
-fn load_policies(paths: &[PathBuf]) -> Result<PolicySet, String> {
-    if paths.is_empty() {
-        return Ok(PolicySet::default());
+/// The settings and the policies that `serve` and `check` start from.
+fn inputs(args: &ProvenanceArgs) -> Result<(Settings, PolicySet), String> {
+    let settings = settings(args)?;
+    if args.policies.is_empty() {
+        return Ok((settings, PolicySet::default()));
     }
-    load_paths(paths).map(|policies| PolicySet { policies }).map_err(|e| e.to_string())
+    let policies = load_paths(&args.policies).map_err(|e| e.to_string())?;
+    Ok((settings, PolicySet { policies }))
 }
 
 async fn serve(args: ServeArgs) -> i32 {
-    let settings = match settings(&args.provenance) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_BAD_INPUT;
-        }
-    };
-    let policies = match load_policies(&args.provenance.policies) {
-        Ok(p) => p,
+    let (settings, policies) = match inputs(&args.provenance) {
+        Ok(i) => i,
         Err(e) => {
             eprintln!("error: {e}");
             return EXIT_BAD_INPUT;
@@ -226,6 +222,10 @@ async fn serve(args: ServeArgs) -> i32 {
     };
     let engine = Engine::new(Stamper::new(settings), args.on_error);
     let state = Arc::new(AppState::new(engine, PolicySet::default()));
+    if args.watch_policies {
+        // Not ready until the first list of OwnershipPolicy resources has loaded.
+        state.expect_source("crd");
+    }
     state.set_policies(policies);
 
     let (store, watched) = match (&args.tls_cert, &args.tls_key) {
@@ -394,15 +394,8 @@ pub fn plural(kind: &str) -> String {
 }
 
 fn check(args: CheckArgs) -> i32 {
-    let settings = match settings(&args.provenance) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_BAD_INPUT;
-        }
-    };
-    let policies = match load_policies(&args.provenance.policies) {
-        Ok(p) => p,
+    let (settings, policies) = match inputs(&args.provenance) {
+        Ok(i) => i,
         Err(e) => {
             eprintln!("error: {e}");
             return EXIT_BAD_INPUT;

@@ -429,3 +429,322 @@ fn clean_value(v: &str) -> String {
     let v: String = v.chars().filter(|c| !c.is_control()).collect();
     truncate(v.trim(), MAX_VALUE_CHARS)
 }
+
+#[cfg(test)]
+#[allow(clippy::field_reassign_with_default)]
+mod tests {
+    use super::*;
+    use crate::admission::{Review, UserInfo};
+    use crate::ownership::diff::{DiffOptions, diff};
+    use crate::policy::Subjects;
+    use serde_json::json;
+
+    fn now() -> jiff::Timestamp {
+        "2026-11-27T10:00:00.750Z".parse().expect("ts")
+    }
+
+    fn request(
+        op: &str,
+        user: Value,
+        old: Option<Value>,
+        new: Option<Value>,
+        manager: Option<&str>,
+    ) -> AdmissionRequest {
+        let review = json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "u1", "operation": op, "userInfo": user,
+                "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+                "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+                "object": new, "oldObject": old,
+                "options": manager.map(|m| json!({"fieldManager": m})),
+            }
+        });
+        Review::decode(&serde_json::to_vec(&review).expect("json")).expect("valid review").request
+    }
+
+    fn deploy(image: &str, annotations: Value) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+               "metadata": {"name": "web", "namespace": "team-a", "annotations": annotations},
+               "spec": {"template": {"spec": {"containers": [{"name": "web", "image": image}]}}}})
+    }
+
+    /// Runs the stamper and returns the annotations after the patch, plus the warnings.
+    fn run(stamper: &Stamper, req: &AdmissionRequest, channel: Channel) -> (Map<String, Value>, StampResult) {
+        let object = req.object.clone().expect("object");
+        let changes = match &req.old_object {
+            Some(old) => diff(old, &object, &DiffOptions::new(&stamper.settings.annotation_prefix)),
+            None => Vec::new(),
+        };
+        let result = stamper.stamp(req, &object, &changes, channel, now()).expect("stampable");
+        let mut patched = object.clone();
+        json_patch::patch(&mut patched, &result.ops).expect("patch applies");
+        (annotations(&patched).cloned().unwrap_or_default(), result)
+    }
+
+    fn ours(a: &Map<String, Value>) -> Vec<(String, String)> {
+        a.iter()
+            .filter(|(k, _)| k.starts_with("hallmark.dev/") && *k != "hallmark.dev/history")
+            .map(|(k, v)| (k.trim_start_matches("hallmark.dev/").to_owned(), v.as_str().unwrap_or("").to_owned()))
+            .collect()
+    }
+
+    fn dev() -> Value {
+        json!({"username": "dev", "groups": ["developers", "system:authenticated"]})
+    }
+
+    #[test]
+    fn create_by_plain_user_has_no_git_fields_and_trust_none() {
+        let s = Stamper::new(Settings::default());
+        let req = request("CREATE", dev(), None, Some(deploy("a:1", json!({"team": "x"}))), Some("kubectl"));
+        let (a, r) = run(&s, &req, Channel::Push);
+        assert_eq!(
+            ours(&a),
+            [
+                ("applied-at", "2026-11-27T10:00:01Z"),
+                ("applied-by", "dev"),
+                ("channel", "push"),
+                ("field-manager", "kubectl"),
+                ("trust", "none")
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+        assert_eq!(a["team"], "x", "other annotations stay");
+        assert!(r.warnings.is_empty());
+        let h = parse_history(a.get("hallmark.dev/history"));
+        assert_eq!(h[0].op.as_deref(), Some("create"));
+        assert!(h[0].changed.is_empty());
+    }
+
+    #[test]
+    fn extras_are_verified_through_a_custom_mapping() {
+        let mut settings = Settings::default();
+        settings.extra =
+            vec![("gitlab.com/sha".into(), GitField::Commit), ("gitlab.com/user".into(), GitField::Committer)];
+        let s = Stamper::new(settings);
+        let user = json!({"username": "ci", "extra": {"gitlab.com/sha": ["abc"], "gitlab.com/user": ["ann", "bob"],
+                                                      "hallmark.dev/branch": ["main"]}});
+        let req = request("CREATE", user, None, Some(deploy("a:1", json!(null))), None);
+        let (a, _) = run(&s, &req, Channel::Push);
+        let o = ours(&a);
+        assert!(o.contains(&("commit".into(), "abc".into())));
+        assert!(o.contains(&("committer".into(), "ann,bob".into())), "multiple values are joined");
+        assert!(o.contains(&("trust".into(), "verified".into())));
+        assert!(!o.iter().any(|(k, _)| k == "branch"), "unmapped extra keys are ignored");
+        assert!(!o.iter().any(|(k, _)| k == "field-manager"), "no field manager, no annotation");
+    }
+
+    #[test]
+    fn declarer_group_may_declare_and_others_may_not() {
+        let mut settings = Settings::default();
+        settings.declarers = Subjects { users: vec![], groups: vec!["ci-pipelines".into()] };
+        let s = Stamper::new(settings);
+        let declared = json!({"hallmark.dev/commit": "c0ffee", "hallmark.dev/branch": "release"});
+        let ci = json!({"username": "ci-bot", "groups": ["ci-pipelines"]});
+        let (a, r) = run(&s, &request("CREATE", ci, None, Some(deploy("a:1", declared.clone())), None), Channel::Push);
+        assert!(ours(&a).contains(&("trust".into(), "declared".into())));
+        assert_eq!(a["hallmark.dev/commit"], "c0ffee");
+        assert!(r.warnings.is_empty());
+
+        let (a, r) = run(&s, &request("CREATE", dev(), None, Some(deploy("a:1", declared)), None), Channel::Push);
+        assert!(!a.contains_key("hallmark.dev/commit") && !a.contains_key("hallmark.dev/branch"));
+        assert_eq!(r.warnings.len(), 2, "{:?}", r.warnings);
+        assert!(r.warnings.iter().all(|w| w.contains("dev is not a trusted provenance declarer")));
+    }
+
+    #[test]
+    fn verified_values_win_over_declared_ones() {
+        let mut settings = Settings::default();
+        settings.declarers = Subjects { users: vec!["ci".into()], groups: vec![] };
+        let s = Stamper::new(settings);
+        let user = json!({"username": "ci", "extra": {"hallmark.dev/commit": ["real"]}});
+        let req = request(
+            "CREATE",
+            user,
+            None,
+            Some(deploy("a:1", json!({"hallmark.dev/commit": "fake", "hallmark.dev/branch": "b"}))),
+            None,
+        );
+        let (a, r) = run(&s, &req, Channel::Push);
+        assert_eq!(a["hallmark.dev/commit"], "real");
+        assert!(!a.contains_key("hallmark.dev/branch"), "verified stamps carry only verified fields");
+        assert_eq!(a["hallmark.dev/trust"], "verified");
+        assert_eq!(r.warnings.len(), 2);
+    }
+
+    #[test]
+    fn a_stamp_replaces_the_previous_one_whole() {
+        let s = Stamper::new(Settings::default());
+        let old_stamp = json!({"hallmark.dev/applied-by": "gha", "hallmark.dev/commit": "abc", "hallmark.dev/trust": "verified",
+                               "hallmark.dev/channel": "push", "hallmark.dev/applied-at": "2026-01-01T00:00:00Z"});
+        let req = request(
+            "UPDATE",
+            dev(),
+            Some(deploy("a:1", old_stamp.clone())),
+            Some(deploy("a:2", old_stamp)),
+            Some("kubectl-set"),
+        );
+        let (a, r) = run(&s, &req, Channel::Push);
+        assert!(!a.contains_key("hallmark.dev/commit"), "a Git field not supplied by this write is removed");
+        assert_eq!(a["hallmark.dev/applied-by"], "dev");
+        assert_eq!(a["hallmark.dev/trust"], "none");
+        assert!(r.warnings.is_empty(), "left-over stamp values are not the writer's: {:?}", r.warnings);
+        let h = parse_history(a.get("hallmark.dev/history"));
+        assert_eq!(h[0].changed, vec!["spec.template.spec.containers[name=web].image"]);
+    }
+
+    #[test]
+    fn declarer_reapplying_the_same_declaration_keeps_it() {
+        let mut settings = Settings::default();
+        settings.declarers = Subjects { users: vec!["ci".into()], groups: vec![] };
+        let s = Stamper::new(settings);
+        let ann = json!({"hallmark.dev/commit": "abc"});
+        let mut new = deploy("a:2", ann.clone());
+        new["metadata"]["managedFields"] = json!([{"manager": "kubectl-client-side-apply", "operation": "Update",
+            "fieldsV1": {"f:metadata": {"f:annotations": {"f:hallmark.dev/commit": {}}}}}]);
+        let req = request(
+            "UPDATE",
+            json!({"username": "ci"}),
+            Some(deploy("a:1", ann)),
+            Some(new),
+            Some("kubectl-client-side-apply"),
+        );
+        let (a, _) = run(&s, &req, Channel::Push);
+        assert_eq!(a["hallmark.dev/commit"], "abc");
+        assert_eq!(a["hallmark.dev/trust"], "declared");
+    }
+
+    #[test]
+    fn noop_write_keeps_or_restores_the_previous_stamp() {
+        let s = Stamper::new(Settings::default());
+        let stamp = json!({"hallmark.dev/applied-by": "gha", "hallmark.dev/commit": "abc"});
+        // Unchanged: no ops at all.
+        let req =
+            request("UPDATE", dev(), Some(deploy("a:1", stamp.clone())), Some(deploy("a:1", stamp.clone())), None);
+        let (_, r) = run(&s, &req, Channel::Push);
+        assert!(r.ops.is_empty() && r.noop && r.warnings.is_empty());
+        // Rewritten by `kubectl annotate`: restored, with a warning.
+        let forged =
+            json!({"hallmark.dev/applied-by": "gha", "hallmark.dev/commit": "evil", "hallmark.dev/branch": "x"});
+        let req = request("UPDATE", dev(), Some(deploy("a:1", stamp.clone())), Some(deploy("a:1", forged)), None);
+        let (a, r) = run(&s, &req, Channel::Push);
+        assert_eq!(a["hallmark.dev/commit"], "abc");
+        assert!(!a.contains_key("hallmark.dev/branch"));
+        assert_eq!(r.warnings.len(), 2, "{:?}", r.warnings);
+        // Dropped by a server-side apply that no longer lists it: restored silently.
+        let req = request("UPDATE", dev(), Some(deploy("a:1", stamp)), Some(deploy("a:1", json!(null))), None);
+        let (a, r) = run(&s, &req, Channel::Push);
+        assert_eq!(a["hallmark.dev/commit"], "abc");
+        assert!(r.warnings.is_empty());
+    }
+
+    #[test]
+    fn noop_on_an_unstamped_object_adds_nothing() {
+        let s = Stamper::new(Settings::default());
+        let req = request(
+            "UPDATE",
+            dev(),
+            Some(deploy("a:1", json!({"x": "1"}))),
+            Some(deploy("a:1", json!({"x": "1"}))),
+            None,
+        );
+        let (_, r) = run(&s, &req, Channel::Push);
+        assert!(r.ops.is_empty());
+    }
+
+    #[test]
+    fn history_keeps_the_last_n_newest_first() {
+        let mut settings = Settings::default();
+        settings.history = 2;
+        let s = Stamper::new(settings);
+        let old_history = json!([{"at": "t2", "by": "b", "channel": "push", "trust": "none"},
+                                 {"at": "t1", "by": "a", "channel": "push", "trust": "none"}])
+        .to_string();
+        let ann = json!({"hallmark.dev/history": old_history});
+        let req = request("UPDATE", dev(), Some(deploy("a:1", ann.clone())), Some(deploy("a:2", ann)), None);
+        let (a, _) = run(&s, &req, Channel::Push);
+        let h = parse_history(a.get("hallmark.dev/history"));
+        assert_eq!(h.iter().map(|e| e.by.as_str()).collect::<Vec<_>>(), ["dev", "b"]);
+    }
+
+    #[test]
+    fn history_zero_turns_it_off_and_removes_it() {
+        let mut settings = Settings::default();
+        settings.history = 0;
+        let s = Stamper::new(settings);
+        let ann = json!({"hallmark.dev/history": "[]"});
+        let req = request("UPDATE", dev(), Some(deploy("a:1", ann.clone())), Some(deploy("a:2", ann)), None);
+        let (a, _) = run(&s, &req, Channel::Push);
+        assert!(!a.contains_key("hallmark.dev/history"));
+    }
+
+    #[test]
+    fn history_names_eight_paths_then_counts() {
+        let s = Stamper::new(Settings::default());
+        let old = json!({"metadata": {"name": "c"}, "data": (0..11).map(|i| (format!("k{i:02}"), json!("a"))).collect::<Map<_, _>>()});
+        let new = json!({"metadata": {"name": "c"}, "data": (0..11).map(|i| (format!("k{i:02}"), json!("b"))).collect::<Map<_, _>>()});
+        let req = request("UPDATE", dev(), Some(old), Some(new), None);
+        let (a, _) = run(&s, &req, Channel::Push);
+        let h = parse_history(a.get("hallmark.dev/history"));
+        assert_eq!(h[0].changed.len(), 8);
+        assert_eq!(h[0].changed[0], "data.k00");
+        assert_eq!(h[0].more, 3);
+    }
+
+    #[test]
+    fn custom_prefix_moves_every_key() {
+        let mut settings = Settings::default();
+        settings.set_prefix("audit.example.com/".into()).expect("valid");
+        let s = Stamper::new(settings);
+        let user = json!({"username": "ci", "extra": {"audit.example.com/commit": ["abc"]}});
+        let req = request("CREATE", user, None, Some(deploy("a:1", json!(null))), None);
+        let (a, _) = run(&s, &req, Channel::Gitops);
+        assert_eq!(a["audit.example.com/commit"], "abc");
+        assert_eq!(a["audit.example.com/channel"], "gitops");
+        assert!(!a.keys().any(|k| k.starts_with("hallmark.dev/")));
+    }
+
+    #[test]
+    fn hostile_values_are_cleaned_and_bounded() {
+        let s = Stamper::new(Settings::default());
+        let long = "x".repeat(5000);
+        let user = json!({"username": "a\nb", "extra": {"hallmark.dev/pipeline": [long]}});
+        let req = request("CREATE", user, None, Some(deploy("a:1", json!(null))), Some("m\u{7}"));
+        let (a, _) = run(&s, &req, Channel::Push);
+        assert_eq!(a["hallmark.dev/applied-by"], "ab");
+        assert_eq!(a["hallmark.dev/field-manager"], "m");
+        assert_eq!(a["hallmark.dev/pipeline"].as_str().map(|v| v.chars().count()), Some(MAX_VALUE_CHARS));
+    }
+
+    #[test]
+    fn annotations_that_are_not_a_map_cannot_be_stamped() {
+        let s = Stamper::new(Settings::default());
+        let req = request("CREATE", dev(), None, Some(deploy("a:1", json!(["x"]))), None);
+        let object = req.object.clone().expect("object");
+        assert_eq!(s.stamp(&req, &object, &[], Channel::Push, now()), Err(StampError::AnnotationsNotAMap));
+        let req = request("CREATE", dev(), None, Some(json!({"kind": "X"})), None);
+        let object = req.object.clone().expect("object");
+        assert_eq!(s.stamp(&req, &object, &[], Channel::Push, now()), Err(StampError::NoMetadata));
+    }
+
+    #[test]
+    fn non_string_annotation_values_are_overwritten() {
+        let s = Stamper::new(Settings::default());
+        let req = request("CREATE", dev(), None, Some(deploy("a:1", json!({"hallmark.dev/channel": 7}))), None);
+        let (a, r) = run(&s, &req, Channel::Push);
+        assert_eq!(a["hallmark.dev/channel"], "push");
+        assert!(r.warnings.iter().any(|w| w.contains("hallmark.dev/channel")));
+    }
+
+    #[test]
+    fn user_info_defaults_when_fields_are_null() {
+        let req = request(
+            "CREATE",
+            json!({"username": "x", "groups": null, "extra": null}),
+            None,
+            Some(deploy("a:1", json!(null))),
+            None,
+        );
+        assert_eq!(req.user_info, UserInfo { username: "x".into(), ..UserInfo::default() });
+    }
+}

@@ -32,10 +32,7 @@ pub struct DiffOptions<'p> {
 
 impl<'p> DiffOptions<'p> {
     pub fn new(annotation_prefix: &'p str) -> Self {
-        DiffOptions {
-            annotation_prefix,
-            list_keys: None,
-        }
+        DiffOptions { annotation_prefix, list_keys: None }
     }
 
     pub fn with_list_keys(mut self, list_keys: &'p ListKeys) -> Self {
@@ -61,10 +58,7 @@ impl ListKeys {
     pub fn from_objects(objs: &[&Value]) -> ListKeys {
         let mut keys = ListKeys::new();
         for obj in objs {
-            let entries = obj
-                .get("metadata")
-                .and_then(|m| m.get("managedFields"))
-                .and_then(Value::as_array);
+            let entries = obj.get("metadata").and_then(|m| m.get("managedFields")).and_then(Value::as_array);
             for entry in entries.into_iter().flatten() {
                 if let Some(Ok(set)) = entry.get("fieldsV1").map(FieldSet::decode) {
                     keys.learn(&set);
@@ -96,10 +90,7 @@ impl ListKeys {
 
     /// The key fields of the list at `list` (concrete or generalised), sorted.
     pub fn get(&self, list: &[Segment]) -> Option<&[String]> {
-        let fields = if list
-            .iter()
-            .all(|s| matches!(s, Segment::Field(_) | Segment::Any))
-        {
+        let fields = if list.iter().all(|s| matches!(s, Segment::Field(_) | Segment::Any)) {
             self.by_list.get(list)
         } else {
             self.by_list.get(generalise(list).as_slice())
@@ -128,12 +119,7 @@ pub fn generalise(path: &[Segment]) -> Vec<Segment> {
 
 /// The changed fields of a write, in a stable order (sorted by path, no duplicates).
 pub fn diff<'a>(old: &'a Value, new: &'a Value, opts: &DiffOptions<'_>) -> Vec<Change<'a>> {
-    let mut differ = Differ {
-        opts,
-        sink: Collect {
-            changes: Vec::new(),
-        },
-    };
+    let mut differ = Differ { opts, sink: Collect { changes: Vec::new() } };
     // Collecting never stops early.
     let _ = differ.root(old, new);
     let mut changes = differ.sink.changes;
@@ -144,23 +130,12 @@ pub fn diff<'a>(old: &'a Value, new: &'a Value, opts: &DiffOptions<'_>) -> Vec<C
 
 /// True when [`diff`] would find no change; stops at the first one.
 pub fn is_noop(old: &Value, new: &Value, opts: &DiffOptions<'_>) -> bool {
-    Differ {
-        opts,
-        sink: FirstChange,
-    }
-    .root(old, new)
-    .is_ok()
+    Differ { opts, sink: FirstChange }.root(old, new).is_ok()
 }
 
 /// Maintained by the apiserver under `metadata`: never a change of the write.
-const MAINTAINED_METADATA: &[&str] = &[
-    "managedFields",
-    "resourceVersion",
-    "generation",
-    "creationTimestamp",
-    "uid",
-    "selfLink",
-];
+const MAINTAINED_METADATA: &[&str] =
+    &["managedFields", "resourceVersion", "generation", "creationTimestamp", "uid", "selfLink"];
 
 /// kubectl's client-side mirror of the manifest; the apiserver rewrites it on the first
 /// server-side apply, so it is never a change of its own.
@@ -223,11 +198,9 @@ impl At<'_, '_> {
                 .into_iter()
                 .map(|step| match step {
                     Step::Field(name) => Segment::Field(name.to_owned()),
-                    Step::Element(key) => Segment::Key(
-                        key.iter()
-                            .map(|(f, v)| ((*f).to_owned(), v.clone().into_owned()))
-                            .collect(),
-                    ),
+                    Step::Element(key) => {
+                        Segment::Key(key.iter().map(|(f, v)| ((*f).to_owned(), v.clone().into_owned())).collect())
+                    }
                 })
                 .collect(),
         )
@@ -264,9 +237,7 @@ impl At<'_, '_> {
         };
         matches!(element.step, Step::Element(_))
             && element.parent.is_some_and(|list| {
-                list.is_field("containers")
-                    || list.is_field("initContainers")
-                    || list.is_field("ephemeralContainers")
+                list.is_field("containers") || list.is_field("initContainers") || list.is_field("ephemeralContainers")
             })
     }
 }
@@ -277,12 +248,7 @@ struct Stop;
 type Flow = Result<(), Stop>;
 
 trait Sink<'a> {
-    fn change(
-        &mut self,
-        at: Option<&At<'_, 'a>>,
-        old: Option<&'a Value>,
-        new: Option<&'a Value>,
-    ) -> Flow;
+    fn change(&mut self, at: Option<&At<'_, 'a>>, old: Option<&'a Value>, new: Option<&'a Value>) -> Flow;
 }
 
 struct Collect<'a> {
@@ -290,12 +256,7 @@ struct Collect<'a> {
 }
 
 impl<'a> Sink<'a> for Collect<'a> {
-    fn change(
-        &mut self,
-        at: Option<&At<'_, 'a>>,
-        old: Option<&'a Value>,
-        new: Option<&'a Value>,
-    ) -> Flow {
+    fn change(&mut self, at: Option<&At<'_, 'a>>, old: Option<&'a Value>, new: Option<&'a Value>) -> Flow {
         let path = at.map(At::path).unwrap_or_default();
         self.changes.push(Change { path, old, new });
         Ok(())
@@ -305,12 +266,7 @@ impl<'a> Sink<'a> for Collect<'a> {
 struct FirstChange;
 
 impl<'a> Sink<'a> for FirstChange {
-    fn change(
-        &mut self,
-        _: Option<&At<'_, 'a>>,
-        _: Option<&'a Value>,
-        _: Option<&'a Value>,
-    ) -> Flow {
+    fn change(&mut self, _: Option<&At<'_, 'a>>, _: Option<&'a Value>, _: Option<&'a Value>) -> Flow {
         Err(Stop)
     }
 }
@@ -346,12 +302,7 @@ impl<'o, 'a, S: Sink<'a>> Differ<'o, S> {
         }
     }
 
-    fn map(
-        &mut self,
-        at: Option<&At<'_, 'a>>,
-        old: &'a Map<String, Value>,
-        new: &'a Map<String, Value>,
-    ) -> Flow {
+    fn map(&mut self, at: Option<&At<'_, 'a>>, old: &'a Map<String, Value>, new: &'a Map<String, Value>) -> Flow {
         for (key, old_value) in old {
             let Some(old_value) = present(old_value) else {
                 continue;
@@ -359,10 +310,7 @@ impl<'o, 'a, S: Sink<'a>> Differ<'o, S> {
             if self.ignored(at, key) {
                 continue;
             }
-            let child = At {
-                parent: at,
-                step: Step::Field(key),
-            };
+            let child = At { parent: at, step: Step::Field(key) };
             match new.get(key).and_then(present) {
                 Some(new_value) => self.value(Some(&child), old_value, new_value)?,
                 None => self.one_sided(&child, old_value, Side::Old)?,
@@ -375,10 +323,7 @@ impl<'o, 'a, S: Sink<'a>> Differ<'o, S> {
             if old.get(key).and_then(present).is_some() || self.ignored(at, key) {
                 continue;
             }
-            let child = At {
-                parent: at,
-                step: Step::Field(key),
-            };
+            let child = At { parent: at, step: Step::Field(key) };
             self.one_sided(&child, new_value, Side::New)?;
         }
         Ok(())
@@ -395,10 +340,7 @@ impl<'o, 'a, S: Sink<'a>> Differ<'o, S> {
             }
             let mut entries = map.iter().filter(|(_, v)| !v.is_null());
             if let (Some((key, only)), None) = (entries.next(), entries.next()) {
-                let child = At {
-                    parent: Some(at),
-                    step: Step::Field(key),
-                };
+                let child = At { parent: Some(at), step: Step::Field(key) };
                 return self.one_sided(&child, only, side);
             }
         }
@@ -406,12 +348,7 @@ impl<'o, 'a, S: Sink<'a>> Differ<'o, S> {
         self.sink.change(Some(at), old, new)
     }
 
-    fn one_sided_map(
-        &mut self,
-        at: Option<&At<'_, 'a>>,
-        map: &'a Map<String, Value>,
-        side: Side,
-    ) -> Flow {
+    fn one_sided_map(&mut self, at: Option<&At<'_, 'a>>, map: &'a Map<String, Value>, side: Side) -> Flow {
         for (key, value) in map {
             let Some(value) = present(value) else {
                 continue;
@@ -419,10 +356,7 @@ impl<'o, 'a, S: Sink<'a>> Differ<'o, S> {
             if self.ignored(at, key) {
                 continue;
             }
-            let child = At {
-                parent: at,
-                step: Step::Field(key),
-            };
+            let child = At { parent: at, step: Step::Field(key) };
             self.one_sided(&child, value, side)?;
         }
         Ok(())
@@ -458,20 +392,11 @@ impl<'o, 'a, S: Sink<'a>> Differ<'o, S> {
         {
             return self.keyed(at, &old_keyed, &new_keyed);
         }
-        if lists_equal(old, new) {
-            Ok(())
-        } else {
-            self.sink.change(at, Some(old_list), Some(new_list))
-        }
+        if lists_equal(old, new) { Ok(()) } else { self.sink.change(at, Some(old_list), Some(new_list)) }
     }
 
     /// The key fields of a list of objects (sorted), or None for an atomic list.
-    fn key_fields(
-        &self,
-        at: Option<&At<'_, 'a>>,
-        old: &'a [Value],
-        new: &'a [Value],
-    ) -> Option<Vec<&'o str>> {
+    fn key_fields(&self, at: Option<&At<'_, 'a>>, old: &'a [Value], new: &'a [Value]) -> Option<Vec<&'o str>> {
         let mut elements = old.iter().chain(new);
         if !elements.all(Value::is_object) {
             return None;
@@ -486,15 +411,8 @@ impl<'o, 'a, S: Sink<'a>> Differ<'o, S> {
         if let Some(fields) = at.and_then(builtin_key_fields) {
             return Some(fields.to_vec());
         }
-        let named = |v: &Value| {
-            v.get("name")
-                .is_some_and(|n| n.is_string() || n.is_number() || n.is_boolean())
-        };
-        if old.iter().chain(new).all(named) {
-            Some(vec!["name"])
-        } else {
-            None
-        }
+        let named = |v: &Value| v.get("name").is_some_and(|n| n.is_string() || n.is_number() || n.is_boolean());
+        if old.iter().chain(new).all(named) { Some(vec!["name"]) } else { None }
     }
 
     fn keyed(
@@ -514,28 +432,19 @@ impl<'o, 'a, S: Sink<'a>> Differ<'o, S> {
             match order {
                 std::cmp::Ordering::Less => {
                     let (key, value) = &old[i];
-                    let child = At {
-                        parent: at,
-                        step: Step::Element(key),
-                    };
+                    let child = At { parent: at, step: Step::Element(key) };
                     self.sink.change(Some(&child), Some(value), None)?;
                     i += 1;
                 }
                 std::cmp::Ordering::Greater => {
                     let (key, value) = &new[j];
-                    let child = At {
-                        parent: at,
-                        step: Step::Element(key),
-                    };
+                    let child = At { parent: at, step: Step::Element(key) };
                     self.sink.change(Some(&child), None, Some(value))?;
                     j += 1;
                 }
                 std::cmp::Ordering::Equal => {
                     let (key, old_value) = &old[i];
-                    let child = At {
-                        parent: at,
-                        step: Step::Element(key),
-                    };
+                    let child = At { parent: at, step: Step::Element(key) };
                     self.value(Some(&child), old_value, new[j].1)?;
                     i += 1;
                     j += 1;
@@ -562,10 +471,7 @@ impl Side {
 
 /// Elements with their keys, sorted by key; None when an element is not an object, has
 /// none of the key fields or a non-scalar one, or two elements share a key.
-fn index_by_key<'a>(
-    elements: &'a [Value],
-    fields: &[&str],
-) -> Option<Vec<(ElementKey<'a>, &'a Value)>> {
+fn index_by_key<'a>(elements: &'a [Value], fields: &[&str]) -> Option<Vec<(ElementKey<'a>, &'a Value)>> {
     let mut keyed = Vec::with_capacity(elements.len());
     for element in elements {
         let Value::Object(map) = element else {
@@ -614,13 +520,10 @@ fn lists_equal(old: &[Value], new: &[Value]) -> bool {
 fn equal(old: &Value, new: &Value) -> bool {
     match (old, new) {
         (Value::Object(o), Value::Object(n)) => {
-            let matched =
-                o.iter()
-                    .filter(|(_, v)| !v.is_null())
-                    .try_fold(0usize, |count, (k, v)| match n.get(k) {
-                        Some(nv) if equal(v, nv) => Some(count + 1),
-                        _ => None,
-                    });
+            let matched = o.iter().filter(|(_, v)| !v.is_null()).try_fold(0usize, |count, (k, v)| match n.get(k) {
+                Some(nv) if equal(v, nv) => Some(count + 1),
+                _ => None,
+            });
             matched.is_some_and(|count| count == n.values().filter(|v| !v.is_null()).count())
         }
         (Value::Array(o), Value::Array(n)) => lists_equal(o, n),
@@ -704,10 +607,7 @@ mod tests {
     /// both must agree on these Deployments.
     fn review_paths(name: &str) -> Vec<Vec<Segment>> {
         let review = fixture(name);
-        let (old, new) = (
-            &review["request"]["oldObject"],
-            &review["request"]["object"],
-        );
+        let (old, new) = (&review["request"]["oldObject"], &review["request"]["object"]);
         let plain = diff(old, new, &opts());
         let keys = ListKeys::from_objects(&[old, new]);
         let learned = diff(old, new, &opts().with_list_keys(&keys));
@@ -733,19 +633,12 @@ mod tests {
     #[test]
     fn client_side_apply_of_a_new_image_changes_only_the_image() {
         let review = fixture("deploy-web-update-csa-image-dev.json");
-        let changes = diff(
-            &review["request"]["oldObject"],
-            &review["request"]["object"],
-            &opts(),
-        );
+        let changes = diff(&review["request"]["oldObject"], &review["request"]["object"], &opts());
         let (at, old, new) = single(&changes);
         assert_eq!(at, path("spec.template.spec.containers[name=web].image"));
         assert_eq!(old, Some(json!("registry.example.com/acme/web:1.4.2")));
         assert_eq!(new, Some(json!("registry.example.com/acme/web:1.5.0")));
-        assert_eq!(
-            review_paths("deploy-web-update-csa-image-dev.json"),
-            vec![at]
-        );
+        assert_eq!(review_paths("deploy-web-update-csa-image-dev.json"), vec![at]);
     }
 
     #[test]
@@ -753,20 +646,10 @@ mod tests {
         let name = "deploy-platform-agent-update-patch-cpu-dev-flux-owned.json";
         let review = fixture(name);
         let keys = ListKeys::from_objects(&[&review["request"]["oldObject"]]);
-        assert_eq!(
-            keys.get(&path("spec.template.spec.containers")),
-            Some(&["name".to_owned()][..])
-        );
-        let changes = diff(
-            &review["request"]["oldObject"],
-            &review["request"]["object"],
-            &opts(),
-        );
+        assert_eq!(keys.get(&path("spec.template.spec.containers")), Some(&["name".to_owned()][..]));
+        let changes = diff(&review["request"]["oldObject"], &review["request"]["object"], &opts());
         let (at, old, new) = single(&changes);
-        assert_eq!(
-            at,
-            path("spec.template.spec.containers[name=agent].resources.limits.cpu")
-        );
+        assert_eq!(at, path("spec.template.spec.containers[name=agent].resources.limits.cpu"));
         assert_eq!((old, new), (Some(json!("500m")), Some(json!("750m"))));
         assert_eq!(review_paths(name), vec![at]);
     }
@@ -780,20 +663,13 @@ mod tests {
         ] {
             assert_eq!(review_paths(name), Vec::<Vec<Segment>>::new(), "{name}");
             let review = fixture(name);
-            assert!(is_noop(
-                &review["request"]["oldObject"],
-                &review["request"]["object"],
-                &opts()
-            ));
+            assert!(is_noop(&review["request"]["oldObject"], &review["request"]["object"], &opts()));
         }
     }
 
     #[test]
     fn forged_hallmark_and_last_applied_annotations_are_not_changes() {
-        assert_eq!(
-            review_paths("deploy-web-update-csa-forged-annotations-dev.json"),
-            vec![path("spec.replicas")]
-        );
+        assert_eq!(review_paths("deploy-web-update-csa-forged-annotations-dev.json"), vec![path("spec.replicas")]);
         assert!(review_paths("deploy-web-update-annotate-forged-committer-dev.json").is_empty());
     }
 
@@ -801,16 +677,9 @@ mod tests {
     fn rollout_restart_changes_the_restarted_at_template_annotation() {
         let name = "deploy-web-update-rollout-restart-dev.json";
         let review = fixture(name);
-        let changes = diff(
-            &review["request"]["oldObject"],
-            &review["request"]["object"],
-            &opts(),
-        );
+        let changes = diff(&review["request"]["oldObject"], &review["request"]["object"], &opts());
         let (at, old, new) = single(&changes);
-        assert_eq!(
-            at,
-            path(r#"spec.template.metadata.annotations["kubectl.kubernetes.io/restartedAt"]"#)
-        );
+        assert_eq!(at, path(r#"spec.template.metadata.annotations["kubectl.kubernetes.io/restartedAt"]"#));
         assert_eq!((old, new), (None, Some(json!("2026-11-27T01:48:56Z"))));
         assert_eq!(review_paths(name), vec![at]);
     }
@@ -823,19 +692,12 @@ mod tests {
         );
         assert_eq!(
             review_paths("deploy-web-update-replace-dev.json"),
-            vec![path(
-                "spec.template.spec.containers[name=web].env[name=LOG_LEVEL].value"
-            )]
+            vec![path("spec.template.spec.containers[name=web].env[name=LOG_LEVEL].value")]
         );
-        assert_eq!(
-            review_paths("deploy-web-scale-dev.json"),
-            vec![path("spec.replicas")]
-        );
+        assert_eq!(review_paths("deploy-web-scale-dev.json"), vec![path("spec.replicas")]);
         assert_eq!(
             review_paths("deploy-platform-agent-update-ssa-flux-revert-drift.json"),
-            vec![path(
-                "spec.template.spec.containers[name=agent].resources.limits.cpu"
-            )]
+            vec![path("spec.template.spec.containers[name=agent].resources.limits.cpu")]
         );
         assert_eq!(
             review_paths("deploy-shop-update-csa-oidc-gha.json"),
@@ -843,11 +705,7 @@ mod tests {
         );
         let status = review_paths("deploy-web-status-patch-admin.json");
         assert!(status.contains(&path("status.conditions")), "{status:?}");
-        assert!(
-            status
-                .iter()
-                .all(|p| p[0] == Segment::Field("status".into()))
-        );
+        assert!(status.iter().all(|p| p[0] == Segment::Field("status".into())));
     }
 
     /// Every review and stored object in the fixtures, as (name, old, new) pairs.
@@ -855,11 +713,7 @@ mod tests {
         let mut docs = Vec::new();
         for file in std::fs::read_dir(fixtures_dir()).expect("fixtures dir") {
             let file = file.expect("dir entry").path();
-            let name = file
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default()
-                .to_owned();
+            let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
             if name.ends_with(".json") {
                 docs.push((name.clone(), fixture(&name)));
             }
@@ -871,18 +725,11 @@ mod tests {
     #[test]
     fn every_fixture_object_diffed_with_itself_is_unchanged() {
         for (name, doc) in fixture_documents() {
-            let objects = [
-                &doc["request"]["object"],
-                &doc["request"]["oldObject"],
-                &doc,
-            ];
+            let objects = [&doc["request"]["object"], &doc["request"]["oldObject"], &doc];
             for object in objects {
                 let keys = ListKeys::from_objects(&[object]);
                 assert!(diff(object, object, &opts()).is_empty(), "{name}");
-                assert!(
-                    diff(object, object, &opts().with_list_keys(&keys)).is_empty(),
-                    "{name}"
-                );
+                assert!(diff(object, object, &opts().with_list_keys(&keys)).is_empty(), "{name}");
                 assert!(is_noop(object, object, &opts()), "{name}");
                 let copy = object.clone();
                 assert!(diff(object, &copy, &opts()).is_empty(), "{name}");
@@ -894,11 +741,7 @@ mod tests {
     fn is_noop_agrees_with_diff_on_every_review() {
         for (name, doc) in fixture_documents() {
             let (old, new) = (&doc["request"]["oldObject"], &doc["request"]["object"]);
-            assert_eq!(
-                is_noop(old, new, &opts()),
-                diff(old, new, &opts()).is_empty(),
-                "{name}"
-            );
+            assert_eq!(is_noop(old, new, &opts()), diff(old, new, &opts()).is_empty(), "{name}");
         }
     }
 
@@ -912,14 +755,8 @@ mod tests {
         assert!(found.contains(&path("spec")));
         assert!(found.contains(&path("metadata.name")));
         assert!(found.contains(&path("metadata.labels")));
-        assert!(
-            !found
-                .iter()
-                .any(|p| p.starts_with(&path("metadata.managedFields")))
-        );
-        assert!(!found.contains(&path(
-            r#"metadata.annotations["kubectl.kubernetes.io/last-applied-configuration"]"#
-        )));
+        assert!(!found.iter().any(|p| p.starts_with(&path("metadata.managedFields"))));
+        assert!(!found.contains(&path(r#"metadata.annotations["kubectl.kubernetes.io/last-applied-configuration"]"#)));
         assert!(changes.iter().all(|c| c.old.is_none() && c.new.is_some()));
         assert!(!is_noop(&Value::Null, object, &opts()));
         assert!(is_noop(&Value::Null, &Value::Null, &opts()));
@@ -936,9 +773,7 @@ mod tests {
     #[test]
     fn added_and_removed_elements_are_one_change_each() {
         let old = pod_spec(json!([{"name": "a", "image": "a:1"}, {"name": "b", "image": "b:1"}]));
-        let new = pod_spec(
-            json!([{"name": "c", "image": "c:1", "args": ["x"]}, {"name": "b", "image": "b:2"}]),
-        );
+        let new = pod_spec(json!([{"name": "c", "image": "c:1", "args": ["x"]}, {"name": "b", "image": "b:2"}]));
         let changes = diff(&old, &new, &opts());
         assert_eq!(
             paths(&changes),
@@ -948,16 +783,10 @@ mod tests {
                 path("spec.template.spec.containers[name=c]"),
             ]
         );
-        assert_eq!(
-            changes[0].old,
-            Some(&old["spec"]["template"]["spec"]["containers"][0])
-        );
+        assert_eq!(changes[0].old, Some(&old["spec"]["template"]["spec"]["containers"][0]));
         assert_eq!(changes[0].new, None);
         assert_eq!(changes[2].old, None);
-        assert_eq!(
-            changes[2].new,
-            Some(&new["spec"]["template"]["spec"]["containers"][0])
-        );
+        assert_eq!(changes[2].new, Some(&new["spec"]["template"]["spec"]["containers"][0]));
     }
 
     #[test]
@@ -965,13 +794,7 @@ mod tests {
         let old = json!({"metadata": {"labels": {"a": "1", "b": "2"}}});
         let new = json!({"metadata": {"labels": {"b": "2", "c": "3"}}});
         let changes = diff(&old, &new, &opts());
-        assert_eq!(
-            paths(&changes),
-            vec![
-                path(r#"metadata.labels["a"]"#),
-                path(r#"metadata.labels["c"]"#)
-            ]
-        );
+        assert_eq!(paths(&changes), vec![path(r#"metadata.labels["a"]"#), path(r#"metadata.labels["c"]"#)]);
         assert_eq!((changes[0].old, changes[0].new), (Some(&json!("1")), None));
         assert_eq!((changes[1].old, changes[1].new), (None, Some(&json!("3"))));
     }
@@ -979,26 +802,15 @@ mod tests {
     #[test]
     fn an_added_subtree_is_one_change_named_by_its_only_entry() {
         let old = deployment(json!({"replicas": 1}));
-        let one =
-            deployment(json!({"replicas": 1, "strategy": {"rollingUpdate": {"maxSurge": 1}}}));
-        assert_eq!(
-            paths(&diff(&old, &one, &opts())),
-            vec![path("spec.strategy.rollingUpdate.maxSurge")]
-        );
-        let two = deployment(
-            json!({"replicas": 1, "strategy": {"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}}),
-        );
+        let one = deployment(json!({"replicas": 1, "strategy": {"rollingUpdate": {"maxSurge": 1}}}));
+        assert_eq!(paths(&diff(&old, &one, &opts())), vec![path("spec.strategy.rollingUpdate.maxSurge")]);
+        let two =
+            deployment(json!({"replicas": 1, "strategy": {"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}}));
         let changes = diff(&old, &two, &opts());
         assert_eq!(paths(&changes), vec![path("spec.strategy.rollingUpdate")]);
-        assert_eq!(
-            changes[0].new,
-            Some(&two["spec"]["strategy"]["rollingUpdate"])
-        );
+        assert_eq!(changes[0].new, Some(&two["spec"]["strategy"]["rollingUpdate"]));
         let empty = deployment(json!({"replicas": 1, "strategy": {}}));
-        assert_eq!(
-            paths(&diff(&old, &empty, &opts())),
-            vec![path("spec.strategy")]
-        );
+        assert_eq!(paths(&diff(&old, &empty, &opts())), vec![path("spec.strategy")]);
     }
 
     #[test]
@@ -1018,18 +830,10 @@ mod tests {
 
     #[test]
     fn a_type_change_is_one_change() {
-        let old =
-            json!({"spec": {"replicas": 1, "selector": {"matchLabels": {"a": "b"}}, "list": [1]}});
+        let old = json!({"spec": {"replicas": 1, "selector": {"matchLabels": {"a": "b"}}, "list": [1]}});
         let new = json!({"spec": {"replicas": "1", "selector": "a=b", "list": {"0": 1}}});
         let changes = diff(&old, &new, &opts());
-        assert_eq!(
-            paths(&changes),
-            vec![
-                path("spec.list"),
-                path("spec.replicas"),
-                path("spec.selector")
-            ]
-        );
+        assert_eq!(paths(&changes), vec![path("spec.list"), path("spec.replicas"), path("spec.selector")]);
         assert_eq!(changes[2].old, Some(&old["spec"]["selector"]));
         assert_eq!(changes[2].new, Some(&new["spec"]["selector"]));
     }
@@ -1041,10 +845,7 @@ mod tests {
         let changes = diff(&old, &new, &opts());
         let (at, before, after) = single(&changes);
         assert_eq!(at, path("spec.template.spec.containers[name=web].args"));
-        assert_eq!(
-            (before, after),
-            (Some(json!(["--a", "--b"])), Some(json!(["--a", "--c"])))
-        );
+        assert_eq!((before, after), (Some(json!(["--a", "--b"])), Some(json!(["--a", "--c"]))));
         let reordered = pod_spec(json!([{"name": "web", "args": ["--b", "--a"]}]));
         assert_eq!(paths(&diff(&old, &reordered, &opts())), vec![at]);
     }
@@ -1057,10 +858,7 @@ mod tests {
         assert_eq!(at, path("spec.template.spec.containers"));
         // Unique before, duplicated after: still one change of the whole list.
         let unique = pod_spec(json!([{"name": "web", "image": "a"}]));
-        assert_eq!(
-            paths(&diff(&unique, &new, &opts())),
-            vec![path("spec.template.spec.containers")]
-        );
+        assert_eq!(paths(&diff(&unique, &new, &opts())), vec![path("spec.template.spec.containers")]);
         // The same list with duplicates on both sides is no change.
         assert!(diff(&new, &new.clone(), &opts()).is_empty());
     }
@@ -1072,20 +870,14 @@ mod tests {
         assert_eq!(paths(&diff(&old, &new, &opts())), vec![path("spec.items")]);
         let unkeyed_old = json!({"spec": {"rules": [{"host": "a"}]}});
         let unkeyed_new = json!({"spec": {"rules": [{"host": "b"}]}});
-        assert_eq!(
-            paths(&diff(&unkeyed_old, &unkeyed_new, &opts())),
-            vec![path("spec.rules")]
-        );
+        assert_eq!(paths(&diff(&unkeyed_old, &unkeyed_new, &opts())), vec![path("spec.rules")]);
     }
 
     #[test]
     fn lists_of_named_objects_are_keyed_by_name() {
         let old = json!({"spec": {"listeners": [{"name": "http", "port": 80}, {"name": "https", "port": 443}]}});
         let new = json!({"spec": {"listeners": [{"name": "https", "port": 8443}, {"name": "http", "port": 80}]}});
-        assert_eq!(
-            paths(&diff(&old, &new, &opts())),
-            vec![path("spec.listeners[name=https].port")]
-        );
+        assert_eq!(paths(&diff(&old, &new, &opts())), vec![path("spec.listeners[name=https].port")]);
     }
 
     #[test]
@@ -1101,20 +893,11 @@ mod tests {
             {"port": 80, "protocol": "UDP"}, {"port": 80, "protocol": "TCP", "tls": true},
         ]}});
         // Without learned keys the list is unkeyed: one change of the whole list.
-        assert_eq!(
-            paths(&diff(&old, &new, &opts())),
-            vec![path("spec.listeners")]
-        );
+        assert_eq!(paths(&diff(&old, &new, &opts())), vec![path("spec.listeners")]);
         let keys = ListKeys::from_objects(&[&old]);
-        assert_eq!(
-            keys.get(&path("spec.listeners")),
-            Some(&["port".to_owned(), "protocol".to_owned()][..])
-        );
+        assert_eq!(keys.get(&path("spec.listeners")), Some(&["port".to_owned(), "protocol".to_owned()][..]));
         let changes = diff(&old, &new, &opts().with_list_keys(&keys));
-        assert_eq!(
-            paths(&changes),
-            vec![path("spec.listeners[port=80,protocol=TCP].tls")]
-        );
+        assert_eq!(paths(&changes), vec![path("spec.listeners[port=80,protocol=TCP].tls")]);
         assert!(!is_noop(&old, &new, &opts().with_list_keys(&keys)));
     }
 
@@ -1129,8 +912,7 @@ mod tests {
             json!([{"containerPort": 9102, "protocol": "TCP", "name": name},
                    {"containerPort": 9103, "protocol": "TCP", "name": "admin"}])
         };
-        let old =
-            json!({"metadata": {"managedFields": managed}, "spec": {"ports": ports("metrics")}});
+        let old = json!({"metadata": {"managedFields": managed}, "spec": {"ports": ports("metrics")}});
         let new = json!({"metadata": {"managedFields": managed}, "spec": {"ports": ports("prom")}});
         assert_eq!(paths(&diff(&old, &new, &opts())), vec![path("spec.ports")]);
         let keys = ListKeys::from_objects(&[&old, &new]);
@@ -1155,9 +937,7 @@ mod tests {
         assert_eq!(
             paths(&diff(&old, &new, &opts())),
             vec![
-                path(
-                    "spec.template.spec.containers[name=web].ports[containerPort=80,protocol=TCP].name"
-                ),
+                path("spec.template.spec.containers[name=web].ports[containerPort=80,protocol=TCP].name"),
                 // protocol omitted in the manifest: left out of the key.
                 path("spec.template.spec.containers[name=web].ports[containerPort=9090].name"),
             ]
@@ -1172,10 +952,7 @@ mod tests {
         let new = json!({"kind": "Service", "spec": {"ports": [
             {"port": 443, "protocol": "TCP", "targetPort": 8443}, {"port": 80, "protocol": "TCP", "targetPort": 9090},
         ]}});
-        assert_eq!(
-            paths(&diff(&old, &new, &opts())),
-            vec![path("spec.ports[port=80,protocol=TCP].targetPort")]
-        );
+        assert_eq!(paths(&diff(&old, &new, &opts())), vec![path("spec.ports[port=80,protocol=TCP].targetPort")]);
     }
 
     #[test]
@@ -1197,10 +974,7 @@ mod tests {
         );
         let old = json!({"status": {"conditions": [{"type": "Ready", "status": "False"}, {"type": "Available", "status": "True"}]}});
         let new = json!({"status": {"conditions": [{"type": "Available", "status": "True"}, {"type": "Ready", "status": "True"}]}});
-        assert_eq!(
-            paths(&diff(&old, &new, &opts())),
-            vec![path("status.conditions[type=Ready].status")]
-        );
+        assert_eq!(paths(&diff(&old, &new, &opts())), vec![path("status.conditions[type=Ready].status")]);
     }
 
     #[test]
@@ -1214,10 +988,7 @@ mod tests {
         // Only at the object's root: a nested `metadata.generation` is content.
         let old = json!({"spec": {"metadata": {"generation": 1}}});
         let new = json!({"spec": {"metadata": {"generation": 2}}});
-        assert_eq!(
-            paths(&diff(&old, &new, &opts())),
-            vec![path("spec.metadata.generation")]
-        );
+        assert_eq!(paths(&diff(&old, &new, &opts())), vec![path("spec.metadata.generation")]);
     }
 
     #[test]
@@ -1231,24 +1002,15 @@ mod tests {
         assert!(diff(&new, &old, &opts()).is_empty());
         assert!(is_noop(&old, &new, &opts()));
         let other = json!({"metadata": {"name": "web", "annotations": {"hallmark.dev/x": "1", "team/x": "1"}}});
-        assert_eq!(
-            paths(&diff(&old, &other, &opts())),
-            vec![path(r#"metadata.annotations["team/x"]"#)]
-        );
+        assert_eq!(paths(&diff(&old, &other, &opts())), vec![path(r#"metadata.annotations["team/x"]"#)]);
         // The prefix is configurable, and hallmark's annotations only live at the root.
         let custom = DiffOptions::new("stamp.example.com/");
-        assert_eq!(
-            paths(&diff(&old, &new, &custom)),
-            vec![path(r#"metadata.annotations["hallmark.dev/applied-by"]"#)]
-        );
+        assert_eq!(paths(&diff(&old, &new, &custom)), vec![path(r#"metadata.annotations["hallmark.dev/applied-by"]"#)]);
         let template_old = json!({"spec": {"template": {"metadata": {"annotations": {}}}}});
-        let template_new =
-            json!({"spec": {"template": {"metadata": {"annotations": {"hallmark.dev/x": "1"}}}}});
+        let template_new = json!({"spec": {"template": {"metadata": {"annotations": {"hallmark.dev/x": "1"}}}}});
         assert_eq!(
             paths(&diff(&template_old, &template_new, &opts())),
-            vec![path(
-                r#"spec.template.metadata.annotations["hallmark.dev/x"]"#
-            )]
+            vec![path(r#"spec.template.metadata.annotations["hallmark.dev/x"]"#)]
         );
     }
 
@@ -1261,17 +1023,7 @@ mod tests {
         sorted.sort();
         sorted.dedup();
         assert_eq!(found, sorted);
-        assert_eq!(
-            found,
-            vec![
-                path("a.x"),
-                path("a.y"),
-                path("a.z"),
-                path("b"),
-                path("c"),
-                path("d")
-            ]
-        );
+        assert_eq!(found, vec![path("a.x"), path("a.y"), path("a.z"), path("b"), path("c"), path("d")]);
     }
 
     #[test]
@@ -1284,50 +1036,27 @@ mod tests {
         data.insert("key-77777".into(), json!("changed"));
         let new = json!({"kind": "ConfigMap", "data": data});
         let started = std::time::Instant::now();
-        assert_eq!(
-            paths(&diff(&old, &new, &opts())),
-            vec![path(r#"data["key-77777"]"#)]
-        );
+        assert_eq!(paths(&diff(&old, &new, &opts())), vec![path(r#"data["key-77777"]"#)]);
         assert!(!is_noop(&old, &new, &opts()));
 
-        let containers: Vec<Value> = (0..20_000)
-            .map(|i| json!({"name": format!("c{i}"), "image": "x"}))
-            .collect();
+        let containers: Vec<Value> = (0..20_000).map(|i| json!({"name": format!("c{i}"), "image": "x"})).collect();
         let mut reversed = containers.clone();
         reversed.reverse();
         reversed[5]["image"] = json!("y");
-        let (old, new) = (
-            pod_spec(Value::Array(containers)),
-            pod_spec(Value::Array(reversed)),
-        );
-        assert_eq!(
-            paths(&diff(&old, &new, &opts())),
-            vec![path("spec.template.spec.containers[name=c19994].image")]
-        );
+        let (old, new) = (pod_spec(Value::Array(containers)), pod_spec(Value::Array(reversed)));
+        assert_eq!(paths(&diff(&old, &new, &opts())), vec![path("spec.template.spec.containers[name=c19994].image")]);
         assert!(started.elapsed() < std::time::Duration::from_secs(10));
     }
 
     #[test]
     fn list_keys_generalise_concrete_paths() {
         let mut keys = ListKeys::new();
-        keys.insert(
-            &path("spec.containers[name=web].ports"),
-            ["protocol", "containerPort"],
-        );
-        keys.insert(
-            &path("spec.containers[name=other].ports"),
-            ["containerPort"],
-        );
+        keys.insert(&path("spec.containers[name=web].ports"), ["protocol", "containerPort"]);
+        keys.insert(&path("spec.containers[name=other].ports"), ["containerPort"]);
         assert_eq!(keys.len(), 1);
         let expected = ["containerPort".to_owned(), "protocol".to_owned()];
-        assert_eq!(
-            keys.get(&path("spec.containers[*].ports")),
-            Some(&expected[..])
-        );
-        assert_eq!(
-            keys.get(&path("spec.containers[name=x].ports")),
-            Some(&expected[..])
-        );
+        assert_eq!(keys.get(&path("spec.containers[*].ports")), Some(&expected[..]));
+        assert_eq!(keys.get(&path("spec.containers[name=x].ports")), Some(&expected[..]));
         assert_eq!(keys.get(&path("spec.containers")), None);
         assert_eq!(generalise(&path("a[name=x].b[3]")), path("a[*].b[*]"));
     }
@@ -1346,12 +1075,8 @@ mod tests {
             leaf.prop_recursive(4, 32, 4, |inner| {
                 prop_oneof![
                     prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-                    prop::collection::btree_map(
-                        "name|type|port|protocol|metadata|annotations|[a-c]",
-                        inner,
-                        0..4
-                    )
-                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+                    prop::collection::btree_map("name|type|port|protocol|metadata|annotations|[a-c]", inner, 0..4)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
                 ]
             })
         }

@@ -106,10 +106,7 @@ fn error(at: &[&str], message: impl Into<String>) -> FieldsV1Error {
         }
         text
     };
-    FieldsV1Error {
-        at,
-        message: message.into(),
-    }
+    FieldsV1Error { at, message: message.into() }
 }
 
 /// Decodes the entries of a non-root FieldsV1 object (`{}` → a leaf).
@@ -118,18 +115,12 @@ fn decode_node<'v>(value: &'v Value, at: &mut Vec<&'v str>) -> Result<Node, Fiel
         return Err(error(at, "expected a JSON object"));
     };
     if map.is_empty() {
-        return Ok(Node {
-            leaf: true,
-            ..Node::default()
-        });
+        return Ok(Node { leaf: true, ..Node::default() });
     }
     decode_children(map, at)
 }
 
-fn decode_children<'v>(
-    map: &'v Map<String, Value>,
-    at: &mut Vec<&'v str>,
-) -> Result<Node, FieldsV1Error> {
+fn decode_children<'v>(map: &'v Map<String, Value>, at: &mut Vec<&'v str>) -> Result<Node, FieldsV1Error> {
     if at.len() >= MAX_DEPTH {
         return Err(error(at, "nested too deeply"));
     }
@@ -219,9 +210,7 @@ fn parse_key(key: &str) -> Result<Segment, String> {
         let mut key = Vec::with_capacity(fields.len());
         for (name, value) in fields {
             let Some(text) = key_text(&value) else {
-                return Err(format!(
-                    "`k:` field {name:?} is not a string, number or bool"
-                ));
+                return Err(format!("`k:` field {name:?} is not a string, number or bool"));
             };
             key.push((name, text.into_owned()));
         }
@@ -238,41 +227,27 @@ fn parse_key(key: &str) -> Result<Segment, String> {
         if index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) {
             return Err("`i:` must be followed by a non-negative integer".into());
         }
-        return index
-            .parse()
-            .map(Segment::Index)
-            .map_err(|_| "`i:` index is out of range".to_owned());
+        return index.parse().map(Segment::Index).map_err(|_| "`i:` index is out of range".to_owned());
     }
     Err("expected a key starting with `f:`, `k:`, `v:`, `i:` or `.`".into())
 }
 
 impl Node {
     fn exact_child(&self, segment: &Segment) -> Option<&Node> {
-        self.children
-            .binary_search_by(|(s, _)| s.cmp(segment))
-            .ok()
-            .map(|i| &self.children[i].1)
+        self.children.binary_search_by(|(s, _)| s.cmp(segment)).ok().map(|i| &self.children[i].1)
     }
 
     /// Elements whose key is a strict subset or superset of `key` (sorted by field).
-    fn tolerant_key_children<'s>(
-        &'s self,
-        key: &'s [(String, String)],
-    ) -> impl Iterator<Item = &'s Node> + 's {
+    fn tolerant_key_children<'s>(&'s self, key: &'s [(String, String)]) -> impl Iterator<Item = &'s Node> + 's {
         // A superset of `key` contains every pair of it: look through the elements that
         // contain its rarest pair.
-        let rarest = key
-            .iter()
-            .map(|pair| self.key_pair_range(pair))
-            .min_by_key(|range| range.len())
-            .unwrap_or(0..0);
-        let supersets = self.key_pairs[rarest]
-            .iter()
-            .map(|&(child, _)| child)
-            .filter(move |&child| match &self.children[child].0 {
+        let rarest = key.iter().map(|pair| self.key_pair_range(pair)).min_by_key(|range| range.len()).unwrap_or(0..0);
+        let supersets = self.key_pairs[rarest].iter().map(|&(child, _)| child).filter(move |&child| {
+            match &self.children[child].0 {
                 Segment::Key(theirs) => theirs.len() > key.len() && is_subset(key, theirs),
                 _ => false,
-            });
+            }
+        });
         supersets
             .map(move |child| &self.children[child].1)
             // A subset of `key` starts with one of its pairs: children are sorted by key,
@@ -291,12 +266,8 @@ impl Node {
     /// The range of `key_pairs` entries equal to `pair`.
     fn key_pair_range(&self, pair: &(String, String)) -> std::ops::Range<usize> {
         let children = &self.children;
-        let start = self
-            .key_pairs
-            .partition_point(|&e| pair_at(children, e) < pair);
-        let end = self
-            .key_pairs
-            .partition_point(|&e| pair_at(children, e) <= pair);
+        let start = self.key_pairs.partition_point(|&e| pair_at(children, e) < pair);
+        let end = self.key_pairs.partition_point(|&e| pair_at(children, e) <= pair);
         start..end
     }
 
@@ -310,12 +281,8 @@ impl Node {
             },
             Segment::Index(_) | Segment::Value(_) | Segment::Any => Ordering::Greater,
         };
-        let start = self
-            .children
-            .partition_point(|(s, _)| order(s) == Ordering::Less);
-        let end = self
-            .children
-            .partition_point(|(s, _)| order(s) != Ordering::Greater);
+        let start = self.children.partition_point(|(s, _)| order(s) == Ordering::Less);
+        let end = self.children.partition_point(|(s, _)| order(s) != Ordering::Greater);
         start..end
     }
 }
@@ -336,9 +303,7 @@ fn touches_from(node: &Node, path: &[Segment]) -> bool {
         return touches_from(child, rest);
     }
     match segment {
-        Segment::Key(key) if !key.is_empty() => node
-            .tolerant_key_children(key)
-            .any(|child| touches_from(child, rest)),
+        Segment::Key(key) if !key.is_empty() => node.tolerant_key_children(key).any(|child| touches_from(child, rest)),
         Segment::Any => node
             .children
             .iter()
@@ -391,14 +356,8 @@ mod tests {
     const CPU_PATCH: &str = "deploy-platform-agent-update-patch-cpu-dev-flux-owned.json";
 
     fn entry(review: &Value, object: &str, manager: &str) -> FieldSet {
-        let entries = review["request"][object]["metadata"]["managedFields"]
-            .as_array()
-            .expect("managedFields");
-        let fields = entries
-            .iter()
-            .find(|e| e["manager"] == manager)
-            .map(|e| &e["fieldsV1"])
-            .expect("manager entry");
+        let entries = review["request"][object]["metadata"]["managedFields"].as_array().expect("managedFields");
+        let fields = entries.iter().find(|e| e["manager"] == manager).map(|e| &e["fieldsV1"]).expect("manager entry");
         FieldSet::decode(fields).expect("decodes")
     }
 
@@ -414,9 +373,7 @@ mod tests {
     fn flux_entry_in_old_object_owns_the_cpu_limit() {
         let review = fixture(CPU_PATCH);
         let flux = entry(&review, "oldObject", "kustomize-controller");
-        assert!(flux.touches(&path(
-            "spec.template.spec.containers[name=agent].resources.limits.cpu"
-        )));
+        assert!(flux.touches(&path("spec.template.spec.containers[name=agent].resources.limits.cpu")));
         assert!(flux.touches(&path("spec.template.spec.containers[name=agent].image")));
         assert!(flux.touches(&path("spec.replicas")));
     }
@@ -425,34 +382,22 @@ mod tests {
     fn patch_entry_in_object_owns_the_cpu_limit_it_wrote() {
         let review = fixture(CPU_PATCH);
         let patch = entry(&review, "object", "kubectl-patch");
-        assert!(patch.touches(&path(
-            "spec.template.spec.containers[name=agent].resources.limits.cpu"
-        )));
-        assert!(!patch.touches(&path(
-            "spec.template.spec.containers[name=agent].resources.limits.memory"
-        )));
+        assert!(patch.touches(&path("spec.template.spec.containers[name=agent].resources.limits.cpu")));
+        assert!(!patch.touches(&path("spec.template.spec.containers[name=agent].resources.limits.memory")));
         assert!(!patch.touches(&path("spec.replicas")));
         // The flux entry of the new object lost the cpu limit to the patch.
         let flux = entry(&review, "object", "kustomize-controller");
-        assert!(!flux.touches(&path(
-            "spec.template.spec.containers[name=agent].resources.limits.cpu"
-        )));
-        assert!(flux.touches(&path(
-            "spec.template.spec.containers[name=agent].resources.limits.memory"
-        )));
+        assert!(!flux.touches(&path("spec.template.spec.containers[name=agent].resources.limits.cpu")));
+        assert!(flux.touches(&path("spec.template.spec.containers[name=agent].resources.limits.memory")));
     }
 
     #[test]
     fn fields_the_entry_does_not_own_are_not_touched() {
         let flux = entry(&fixture(CPU_PATCH), "oldObject", "kustomize-controller");
-        assert!(!flux.touches(&path(
-            r#"metadata.annotations["team-a.example.com/oncall"]"#
-        )));
+        assert!(!flux.touches(&path(r#"metadata.annotations["team-a.example.com/oncall"]"#)));
         assert!(!flux.touches(&path(r#"metadata.labels["team-a.example.com/extra"]"#)));
         assert!(!flux.touches(&path("spec.template.spec.containers[name=sidecar]")));
-        assert!(!flux.touches(&path(
-            "spec.template.spec.containers[name=agent].resources.limits.ephemeral-storage"
-        )));
+        assert!(!flux.touches(&path("spec.template.spec.containers[name=agent].resources.limits.ephemeral-storage")));
         assert!(!flux.touches(&path("spec.strategy")));
     }
 
@@ -467,22 +412,14 @@ mod tests {
 
     #[test]
     fn key_with_two_fields_is_sorted_by_field_name() {
-        let set = decode(
-            json!({"f:ports": {r#"k:{"protocol":"TCP","containerPort":9102}"#: {".": {}, "f:name": {}}}}),
-        );
+        let set = decode(json!({"f:ports": {r#"k:{"protocol":"TCP","containerPort":9102}"#: {".": {}, "f:name": {}}}}));
         let element = vec![
             Segment::Field("ports".into()),
-            Segment::Key(vec![
-                ("containerPort".into(), "9102".into()),
-                ("protocol".into(), "TCP".into()),
-            ]),
+            Segment::Key(vec![("containerPort".into(), "9102".into()), ("protocol".into(), "TCP".into())]),
         ];
         let mut name = element.clone();
         name.push(Segment::Field("name".into()));
-        assert_eq!(
-            set.paths(),
-            vec![FieldPath(element.clone()), FieldPath(name)]
-        );
+        assert_eq!(set.paths(), vec![FieldPath(element.clone()), FieldPath(name)]);
         assert!(set.touches(&path("ports[protocol=TCP,containerPort=9102].name")));
         assert!(!set.touches(&path("ports[containerPort=9102,protocol=UDP].name")));
         assert!(!set.touches(&path("ports[containerPort=9103,protocol=TCP]")));
@@ -511,19 +448,9 @@ mod tests {
             "f:spec": {"f:rules": {"i:0": {"f:verbs": {}}, "i:12": {".": {}}}},
         }));
         let finalizer = |v: &str| {
-            vec![
-                Segment::Field("metadata".into()),
-                Segment::Field("finalizers".into()),
-                Segment::Value(v.into()),
-            ]
+            vec![Segment::Field("metadata".into()), Segment::Field("finalizers".into()), Segment::Value(v.into())]
         };
-        let rule = |i: usize| {
-            vec![
-                Segment::Field("spec".into()),
-                Segment::Field("rules".into()),
-                Segment::Index(i),
-            ]
-        };
+        let rule = |i: usize| vec![Segment::Field("spec".into()), Segment::Field("rules".into()), Segment::Index(i)];
         let mut verbs = rule(0);
         verbs.push(Segment::Field("verbs".into()));
         assert_eq!(
@@ -544,9 +471,7 @@ mod tests {
 
     #[test]
     fn a_leaf_covers_everything_below_it() {
-        let set = decode(
-            json!({"f:spec": {"f:selector": {}, "f:template": {"f:spec": {"f:containers": {}}}}}),
-        );
+        let set = decode(json!({"f:spec": {"f:selector": {}, "f:template": {"f:spec": {"f:containers": {}}}}}));
         assert!(set.touches(&path("spec.selector")));
         assert!(set.touches(&path("spec.selector.matchLabels.app")));
         assert!(set.touches(&path("spec.template.spec.containers[name=web].image")));
@@ -556,8 +481,7 @@ mod tests {
 
     #[test]
     fn an_element_owned_by_dot_does_not_cover_fields_it_does_not_list() {
-        let set =
-            decode(json!({"f:containers": {r#"k:{"name":"web"}"#: {".": {}, "f:image": {}}}}));
+        let set = decode(json!({"f:containers": {r#"k:{"name":"web"}"#: {".": {}, "f:image": {}}}}));
         assert!(!set.touches(&path("containers[name=web].resources.limits.cpu")));
         assert!(!set.touches(&path("containers[name=web].args")));
         assert!(set.touches(&path("containers[name=web].image")));
@@ -606,15 +530,9 @@ mod tests {
     fn paths_are_in_path_order() {
         let flux = entry(&fixture(CPU_PATCH), "oldObject", "kustomize-controller");
         let paths = flux.paths();
-        assert!(paths.contains(&FieldPath(path(
-            "spec.template.spec.containers[name=agent].resources.limits.cpu"
-        ))));
-        assert!(paths.contains(&FieldPath(path(
-            "spec.template.spec.containers[name=agent]"
-        ))));
-        assert!(!paths.contains(&FieldPath(path(
-            "spec.template.spec.containers[name=agent].resources"
-        ))));
+        assert!(paths.contains(&FieldPath(path("spec.template.spec.containers[name=agent].resources.limits.cpu"))));
+        assert!(paths.contains(&FieldPath(path("spec.template.spec.containers[name=agent]"))));
+        assert!(!paths.contains(&FieldPath(path("spec.template.spec.containers[name=agent].resources"))));
         let mut sorted = paths.clone();
         sorted.sort();
         assert_eq!(paths, sorted);
@@ -626,18 +544,12 @@ mod tests {
         let flux = entry(&fixture(CPU_PATCH), "oldObject", "kustomize-controller");
         let mut keys = ListKeys::new();
         flux.learn_list_keys(&mut keys);
-        assert_eq!(
-            keys.get(&path("spec.template.spec.containers")),
-            Some(&["name".to_owned()][..])
-        );
+        assert_eq!(keys.get(&path("spec.template.spec.containers")), Some(&["name".to_owned()][..]));
         assert_eq!(
             keys.get(&path("spec.template.spec.containers[*].ports")),
             Some(&["containerPort".to_owned(), "protocol".to_owned()][..])
         );
-        assert_eq!(
-            keys.get(&path("spec.template.spec.containers[name=agent].env")),
-            Some(&["name".to_owned()][..])
-        );
+        assert_eq!(keys.get(&path("spec.template.spec.containers[name=agent].env")), Some(&["name".to_owned()][..]));
         assert_eq!(keys.len(), 3);
     }
 
@@ -650,19 +562,10 @@ mod tests {
             if file.extension().and_then(|e| e.to_str()) != Some("json") {
                 continue;
             }
-            let doc: Value =
-                serde_json::from_slice(&std::fs::read(&file).expect("read")).expect("json");
-            let objects = [
-                &doc["request"]["object"],
-                &doc["request"]["oldObject"],
-                &doc,
-            ];
+            let doc: Value = serde_json::from_slice(&std::fs::read(&file).expect("read")).expect("json");
+            let objects = [&doc["request"]["object"], &doc["request"]["oldObject"], &doc];
             for object in objects {
-                for e in object["metadata"]["managedFields"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                {
+                for e in object["metadata"]["managedFields"].as_array().into_iter().flatten() {
                     let set = FieldSet::decode(&e["fieldsV1"]);
                     assert!(set.is_ok(), "{}: {:?}", file.display(), set.err());
                     decoded += 1;
@@ -679,10 +582,7 @@ mod tests {
         assert_eq!(decode_err(json!(null)).at, "the root");
         let non_object = decode_err(json!({"f:spec": {"f:replicas": 1}}));
         assert_eq!(non_object.at, "f:spec.f:replicas");
-        assert_eq!(
-            decode_err(json!({"f:spec": {"x:replicas": {}}})).at,
-            "f:spec.x:replicas"
-        );
+        assert_eq!(decode_err(json!({"f:spec": {"x:replicas": {}}})).at, "f:spec.x:replicas");
         assert_eq!(decode_err(json!({"replicas": {}})).at, "replicas");
         for bad in [
             r#"k:{"name":"#,
@@ -711,11 +611,7 @@ mod tests {
     fn long_keys_are_shortened_in_errors() {
         let key = format!("x:{}", "é".repeat(10_000));
         let err = decode_err(json!({ key: {} }));
-        assert!(
-            err.at.chars().count() <= MAX_KEY_IN_ERROR + 1,
-            "{}",
-            err.at.len()
-        );
+        assert!(err.at.chars().count() <= MAX_KEY_IN_ERROR + 1, "{}", err.at.len());
     }
 
     #[test]
@@ -733,10 +629,7 @@ mod tests {
     fn many_elements_decode_and_match_quickly() {
         let mut containers = Map::new();
         for i in 0..20_000 {
-            containers.insert(
-                format!(r#"k:{{"containerPort":{i},"protocol":"TCP"}}"#),
-                json!({".": {}, "f:name": {}}),
-            );
+            containers.insert(format!(r#"k:{{"containerPort":{i},"protocol":"TCP"}}"#), json!({".": {}, "f:name": {}}));
         }
         let set = decode(json!({ "f:ports": containers }));
         assert_eq!(set.paths().len(), 40_000);

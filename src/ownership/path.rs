@@ -112,10 +112,7 @@ impl Parser {
 
     /// An error at character index `pos` (0-based).
     fn error_at(&self, pos: usize, message: impl Into<String>) -> PathError {
-        PathError {
-            column: pos + 1,
-            message: message.into(),
-        }
+        PathError { column: pos + 1, message: message.into() }
     }
 
     /// An error at the current position.
@@ -143,22 +140,19 @@ impl Parser {
                             return Err(self.error("expected a field name after '.'"));
                         }
                         Some('[') => {
-                            return Err(self.error(
-                                "expected a field name after '.' (write [...] without a '.' before it)",
-                            ));
+                            return Err(
+                                self.error("expected a field name after '.' (write [...] without a '.' before it)")
+                            );
                         }
-                        _ => {
-                            segments.push(Segment::Field(self.bare_name("a field name after '.'")?))
-                        }
+                        _ => segments.push(Segment::Field(self.bare_name("a field name after '.'")?)),
                     }
                 }
                 '[' => segments.push(self.bracket()?),
                 ']' => return Err(self.error("unexpected ']' without a matching '['")),
                 other => {
-                    return Err(self.error(format!(
-                        "expected '.' or '[' after a segment, found {}",
-                        describe(Some(other))
-                    )));
+                    return Err(
+                        self.error(format!("expected '.' or '[' after a segment, found {}", describe(Some(other))))
+                    );
                 }
             }
         }
@@ -208,9 +202,7 @@ impl Parser {
         let segment = match self.peek() {
             None => return Err(self.error_at(open, "unclosed '['")),
             Some(']') => {
-                return Err(self.error(
-                    "empty brackets: expected '*', an index, key=value, =value or a quoted name",
-                ));
+                return Err(self.error("empty brackets: expected '*', an index, key=value, =value or a quoted name"));
             }
             Some('*') => {
                 self.pos += 1;
@@ -233,9 +225,9 @@ impl Parser {
                 match self.peek() {
                     Some('=') => self.key(name)?,
                     Some(']') if name.chars().all(|c| c.is_ascii_digit()) => {
-                        let index = name.parse::<usize>().map_err(|_| {
-                            self.error_at(start, format!("index {name} is too large"))
-                        })?;
+                        let index = name
+                            .parse::<usize>()
+                            .map_err(|_| self.error_at(start, format!("index {name} is too large")))?;
                         Segment::Index(index)
                     }
                     Some(']') => {
@@ -245,9 +237,7 @@ impl Parser {
                     }
                     None => return Err(self.error_at(open, "unclosed '['")),
                     Some(c) => {
-                        return Err(
-                            self.error(format!("expected '=' or ']', found {}", describe(Some(c))))
-                        );
+                        return Err(self.error(format!("expected '=' or ']', found {}", describe(Some(c)))));
                     }
                 }
             }
@@ -291,9 +281,9 @@ impl Parser {
                     self.chars[start..self.pos].iter().collect()
                 }
                 Some('*') => {
-                    return Err(self.error(
-                        "'*' is not a wildcard in a key value: use [*] for any element, or quote the value",
-                    ));
+                    return Err(
+                        self.error("'*' is not a wildcard in a key value: use [*] for any element, or quote the value")
+                    );
                 }
                 c => {
                     return Err(self.error(format!(
@@ -315,10 +305,9 @@ impl Parser {
                         _ => self.bare_name("a key field name after ','")?,
                     };
                     if self.peek() != Some('=') {
-                        return Err(self.error(format!(
-                            "expected '=' after key field name, found {}",
-                            describe(self.peek())
-                        )));
+                        return Err(
+                            self.error(format!("expected '=' after key field name, found {}", describe(self.peek())))
+                        );
                     }
                 }
                 _ => break,
@@ -347,9 +336,7 @@ impl Parser {
                     let escape = self.pos;
                     self.pos += 1;
                     let Some(e) = self.peek() else {
-                        return Err(
-                            self.error_at(open, "unterminated string: expected a closing '\"'")
-                        );
+                        return Err(self.error_at(open, "unterminated string: expected a closing '\"'"));
                     };
                     self.pos += 1;
                     match e {
@@ -363,17 +350,12 @@ impl Parser {
                         't' => out.push('\t'),
                         'u' => out.push(self.unicode_escape(escape)?),
                         other => {
-                            return Err(self.error_at(
-                                escape,
-                                format!("invalid escape '\\{other}' in a string"),
-                            ));
+                            return Err(self.error_at(escape, format!("invalid escape '\\{other}' in a string")));
                         }
                     }
                 }
                 c if (c as u32) < 0x20 => {
-                    return Err(
-                        self.error(format!("{} in a string must be escaped", describe(Some(c))))
-                    );
+                    return Err(self.error(format!("{} in a string must be escaped", describe(Some(c)))));
                 }
                 c => {
                     out.push(c);
@@ -400,16 +382,16 @@ impl Parser {
         } else {
             high
         };
-        char::from_u32(code)
-            .ok_or_else(|| self.error_at(escape, "unpaired surrogate in a \\u escape"))
+        char::from_u32(code).ok_or_else(|| self.error_at(escape, "unpaired surrogate in a \\u escape"))
     }
 
     fn hex4(&mut self, escape: usize) -> Result<u32, PathError> {
         let mut value = 0u32;
         for _ in 0..4 {
-            let digit = self.peek().and_then(|c| c.to_digit(16)).ok_or_else(|| {
-                self.error_at(escape, "invalid \\u escape: expected four hex digits")
-            })?;
+            let digit = self
+                .peek()
+                .and_then(|c| c.to_digit(16))
+                .ok_or_else(|| self.error_at(escape, "invalid \\u escape: expected four hex digits"))?;
             value = value * 16 + digit;
             self.pos += 1;
         }
@@ -438,9 +420,7 @@ impl Parser {
                     "true" | "false" | "null" => Ok(word),
                     _ => Err(self.error_at(
                         start,
-                        format!(
-                            "expected a JSON scalar after '=' (a string is quoted: [=\"{word}\"])"
-                        ),
+                        format!("expected a JSON scalar after '=' (a string is quoted: [=\"{word}\"])"),
                     )),
                 }
             }
@@ -464,10 +444,7 @@ impl Parser {
         if self.peek() == Some('.') {
             self.pos += 1;
             if !self.peek().is_some_and(|c| c.is_ascii_digit()) {
-                return Err(self.error(format!(
-                    "expected a digit after '.', found {}",
-                    describe(self.peek())
-                )));
+                return Err(self.error(format!("expected a digit after '.', found {}", describe(self.peek()))));
             }
             self.digits();
         }
@@ -477,10 +454,7 @@ impl Parser {
                 self.pos += 1;
             }
             if !self.peek().is_some_and(|c| c.is_ascii_digit()) {
-                return Err(self.error(format!(
-                    "expected a digit in the exponent, found {}",
-                    describe(self.peek())
-                )));
+                return Err(self.error(format!("expected a digit in the exponent, found {}", describe(self.peek()))));
             }
             self.digits();
         }
@@ -496,13 +470,20 @@ impl Parser {
 
 /// Parses the path syntax of DESIGN.md.
 pub fn parse(text: &str) -> Result<FieldPath, PathError> {
-    let mut parser = Parser {
-        chars: text.chars().collect(),
-        pos: 0,
-    };
+    let mut parser = Parser { chars: text.chars().collect(), pos: 0 };
     let path = parser.path()?;
     debug_assert!(parser.at_end());
     Ok(path)
+}
+
+/// The canonical JSON text of a scalar, as [`Segment::Value`] stores it: strings
+/// re-encoded (`"\u0041"` -> `"A"`), numbers as written, `true`/`false`/`null`. `None`
+/// when `json` is not exactly one JSON scalar. For the managedFields decoder, so that a
+/// `v:` entry and a policy's `[=...]` compare equal.
+pub fn canonical_scalar(json: &str) -> Option<String> {
+    let mut parser = Parser { chars: json.trim().chars().collect(), pos: 0 };
+    let text = parser.json_scalar().ok()?;
+    parser.at_end().then_some(text)
 }
 
 /// True when one path is a prefix of the other, segment by segment, where `[*]` in the
@@ -531,11 +512,7 @@ fn quote(s: &str) -> String {
 }
 
 fn write_name(f: &mut fmt::Formatter<'_>, name: &str) -> fmt::Result {
-    if is_bare_name(name) {
-        f.write_str(name)
-    } else {
-        f.write_str(&quote(name))
-    }
+    if is_bare_name(name) { f.write_str(name) } else { f.write_str(&quote(name)) }
 }
 
 impl fmt::Display for Segment {
@@ -590,10 +567,7 @@ mod tests {
     }
 
     fn key(pairs: &[(&str, &str)]) -> Segment {
-        Key(pairs
-            .iter()
-            .map(|(f, v)| (f.to_string(), v.to_string()))
-            .collect())
+        Key(pairs.iter().map(|(f, v)| (f.to_string(), v.to_string())).collect())
     }
 
     fn p(text: &str) -> Vec<Segment> {
@@ -607,52 +581,24 @@ mod tests {
     fn valid_paths() {
         let cases: Vec<(&str, Vec<Segment>)> = vec![
             ("spec", vec![field("spec")]),
-            (
-                "spec.template.spec",
-                vec![field("spec"), field("template"), field("spec")],
-            ),
+            ("spec.template.spec", vec![field("spec"), field("template"), field("spec")]),
             (
                 "spec.template.spec.containers[*].resources",
-                vec![
-                    field("spec"),
-                    field("template"),
-                    field("spec"),
-                    field("containers"),
-                    Any,
-                    field("resources"),
-                ],
+                vec![field("spec"), field("template"), field("spec"), field("containers"), Any, field("resources")],
             ),
-            (
-                "containers[name=web].image",
-                vec![field("containers"), key(&[("name", "web")]), field("image")],
-            ),
+            ("containers[name=web].image", vec![field("containers"), key(&[("name", "web")]), field("image")]),
             (
                 "ports[protocol=TCP,containerPort=80]",
-                vec![
-                    field("ports"),
-                    key(&[("containerPort", "80"), ("protocol", "TCP")]),
-                ],
+                vec![field("ports"), key(&[("containerPort", "80"), ("protocol", "TCP")])],
             ),
-            (
-                r#"c[name="a,b"]"#,
-                vec![field("c"), key(&[("name", "a,b")])],
-            ),
-            (
-                r#"c[name="x]=y\"z"]"#,
-                vec![field("c"), key(&[("name", "x]=y\"z")])],
-            ),
+            (r#"c[name="a,b"]"#, vec![field("c"), key(&[("name", "a,b")])]),
+            (r#"c[name="x]=y\"z"]"#, vec![field("c"), key(&[("name", "x]=y\"z")])]),
             (r#"c[name=""]"#, vec![field("c"), key(&[("name", "")])]),
             (r#"c["a b"=1]"#, vec![field("c"), key(&[("a b", "1")])]),
-            (
-                "c[ip=10.0.0.1]",
-                vec![field("c"), key(&[("ip", "10.0.0.1")])],
-            ),
+            ("c[ip=10.0.0.1]", vec![field("c"), key(&[("ip", "10.0.0.1")])]),
             ("args[3]", vec![field("args"), Index(3)]),
             ("args[03]", vec![field("args"), Index(3)]),
-            (
-                r#"finalizers[="a/b"]"#,
-                vec![field("finalizers"), Value("\"a/b\"".into())],
-            ),
+            (r#"finalizers[="a/b"]"#, vec![field("finalizers"), Value("\"a/b\"".into())]),
             (r#"f[="\u0041"]"#, vec![field("f"), Value("\"A\"".into())]),
             ("f[=80]", vec![field("f"), Value("80".into())]),
             ("f[=-1.5e+3]", vec![field("f"), Value("-1.5e+3".into())]),
@@ -660,16 +606,9 @@ mod tests {
             ("f[=null]", vec![field("f"), Value("null".into())]),
             (
                 r#"metadata.annotations["example.com/x"]"#,
-                vec![
-                    field("metadata"),
-                    field("annotations"),
-                    field("example.com/x"),
-                ],
+                vec![field("metadata"), field("annotations"), field("example.com/x")],
             ),
-            (
-                r#"metadata.labels["cost-center"]"#,
-                vec![field("metadata"), field("labels"), field("cost-center")],
-            ),
+            (r#"metadata.labels["cost-center"]"#, vec![field("metadata"), field("labels"), field("cost-center")]),
             (r#"["a.b"].c"#, vec![field("a.b"), field("c")]),
             ("[*]", vec![Any]),
             ("[0][1]", vec![Index(0), Index(1)]),
@@ -700,16 +639,8 @@ mod tests {
             ("a[*", 2, "unclosed '['"),
             ("a[*x]", 4, "expected ']', found 'x'"),
             ("a]", 2, "unexpected ']'"),
-            (
-                "a b",
-                2,
-                "expected '.' or '[' after a segment, found whitespace",
-            ),
-            (
-                "a[name]",
-                7,
-                "expected '=' and a value after key field 'name'",
-            ),
+            ("a b", 2, "expected '.' or '[' after a segment, found whitespace"),
+            ("a[name]", 7, "expected '=' and a value after key field 'name'"),
             ("a[name=]", 8, "expected a value after '='"),
             ("a[name=web,]", 12, "expected a key field name after ','"),
             ("a[name=web,x]", 13, "expected '=' after key field name"),
@@ -746,6 +677,16 @@ mod tests {
     }
 
     #[test]
+    fn canonical_scalars() {
+        assert_eq!(canonical_scalar(r#""\u0041/b""#), Some(r#""A/b""#.into()));
+        assert_eq!(canonical_scalar("80"), Some("80".into()));
+        assert_eq!(canonical_scalar(" true "), Some("true".into()));
+        assert_eq!(canonical_scalar("tru"), None);
+        assert_eq!(canonical_scalar(r#""a" 1"#), None);
+        assert_eq!(canonical_scalar("{}"), None);
+    }
+
+    #[test]
     fn error_display() {
         let e = parse("spec.a..b").unwrap_err();
         assert_eq!(e.to_string(), "column 8: expected a field name after '.'");
@@ -754,43 +695,22 @@ mod tests {
     #[test]
     fn display() {
         let cases: Vec<(Vec<Segment>, &str)> = vec![
+            (vec![field("metadata"), field("labels"), field("cost-center")], "metadata.labels.cost-center"),
             (
-                vec![field("metadata"), field("labels"), field("cost-center")],
-                "metadata.labels.cost-center",
-            ),
-            (
-                vec![
-                    field("metadata"),
-                    field("annotations"),
-                    field("example.com/x"),
-                ],
+                vec![field("metadata"), field("annotations"), field("example.com/x")],
                 r#"metadata.annotations["example.com/x"]"#,
             ),
             (
-                vec![
-                    field("spec"),
-                    field("containers"),
-                    key(&[("name", "web")]),
-                    field("resources"),
-                ],
+                vec![field("spec"), field("containers"), key(&[("name", "web")]), field("resources")],
                 "spec.containers[name=web].resources",
             ),
             (
-                vec![
-                    field("ports"),
-                    key(&[("containerPort", "80"), ("protocol", "TCP")]),
-                ],
+                vec![field("ports"), key(&[("containerPort", "80"), ("protocol", "TCP")])],
                 "ports[containerPort=80,protocol=TCP]",
             ),
-            (
-                vec![field("c"), key(&[("name", "a,b")])],
-                r#"c[name="a,b"]"#,
-            ),
+            (vec![field("c"), key(&[("name", "a,b")])], r#"c[name="a,b"]"#),
             (vec![field("c"), key(&[("name", "")])], r#"c[name=""]"#),
-            (
-                vec![field("c"), key(&[("a.b", "x y")])],
-                r#"c["a.b"="x y"]"#,
-            ),
+            (vec![field("c"), key(&[("a.b", "x y")])], r#"c["a.b"="x y"]"#),
             (vec![field("args"), Index(3)], "args[3]"),
             (vec![field("f"), Value("\"a\"".into())], r#"f[="a"]"#),
             (vec![field("a"), Any, field("b")], "a[*].b"),
@@ -813,41 +733,17 @@ mod tests {
             ("spec.replicas", "spec", true),
             ("spec", "spec.replicas", true),
             ("spec.replicas", "spec.template", false),
-            (
-                "spec.containers[*].image",
-                "spec.containers[name=web].image",
-                true,
-            ),
-            (
-                "spec.containers[*].image",
-                "spec.containers[name=web]",
-                true,
-            ),
-            (
-                "spec.containers[*].image",
-                "spec.containers[name=web].env",
-                false,
-            ),
+            ("spec.containers[*].image", "spec.containers[name=web].image", true),
+            ("spec.containers[*].image", "spec.containers[name=web]", true),
+            ("spec.containers[*].image", "spec.containers[name=web].env", false),
             ("spec.containers[*]", "spec.containers[3].image", true),
             ("spec.containers[*]", r#"spec.containers[="x"]"#, true),
             ("spec.containers[*]", "spec.containers.x", false),
             ("c[name=web]", "c[name=web]", true),
             ("c[name=web]", "c[name=db]", false),
-            (
-                "p[containerPort=80]",
-                "p[containerPort=80,protocol=TCP]",
-                true,
-            ),
-            (
-                "p[containerPort=80,protocol=TCP]",
-                "p[containerPort=80]",
-                false,
-            ),
-            (
-                "p[containerPort=80,protocol=UDP]",
-                "p[containerPort=80,protocol=TCP]",
-                false,
-            ),
+            ("p[containerPort=80]", "p[containerPort=80,protocol=TCP]", true),
+            ("p[containerPort=80,protocol=TCP]", "p[containerPort=80]", false),
+            ("p[containerPort=80,protocol=UDP]", "p[containerPort=80,protocol=TCP]", false),
             ("c[name=web]", "c[*]", true),
             ("c[name=web]", "c[0]", false),
             ("a[0]", "a[0].b", true),
@@ -855,16 +751,8 @@ mod tests {
             (r#"a[="x"]"#, r#"a[="x"]"#, true),
             (r#"a[="x"]"#, r#"a[="y"]"#, false),
             (r#"metadata.labels["cost-center"]"#, "metadata.labels", true),
-            (
-                r#"metadata.labels["cost-center"]"#,
-                "metadata.labels.team",
-                false,
-            ),
-            (
-                "metadata.labels.cost-center",
-                r#"metadata.labels["cost-center"]"#,
-                true,
-            ),
+            (r#"metadata.labels["cost-center"]"#, "metadata.labels.team", false),
+            ("metadata.labels.cost-center", r#"metadata.labels["cost-center"]"#, true),
         ];
         for (pattern, path, want) in cases {
             assert_eq!(overlaps(&p(pattern), &p(path)), want, "{pattern} vs {path}");
@@ -875,11 +763,7 @@ mod tests {
     }
 
     fn arb_text() -> impl Strategy<Value = String> {
-        prop_oneof![
-            "[a-zA-Z0-9_$-]{1,8}",
-            "[ -~]{0,8}",
-            any::<String>().prop_map(|s| s.chars().take(8).collect()),
-        ]
+        prop_oneof!["[a-zA-Z0-9_$-]{1,8}", "[ -~]{0,8}", any::<String>().prop_map(|s| s.chars().take(8).collect()),]
     }
 
     fn arb_json_scalar() -> impl Strategy<Value = String> {
@@ -888,9 +772,7 @@ mod tests {
             any::<i64>().prop_map(|n| n.to_string()),
             any::<f64>()
                 .prop_filter("finite", |f| f.is_finite())
-                .prop_map(|f| serde_json::Number::from_f64(f)
-                    .map(|n| n.to_string())
-                    .unwrap_or_else(|| "0".into())),
+                .prop_map(|f| serde_json::Number::from_f64(f).map(|n| n.to_string()).unwrap_or_else(|| "0".into())),
             Just("true".to_string()),
             Just("false".to_string()),
             Just("null".to_string()),
