@@ -15,7 +15,8 @@
 //! * `policy_rules/{validate,mutate}/<n>` — the 16 KB UPDATE against 1, 50 and 500 rules
 //!   (one of which matches it), built as `CompiledPolicy`/`CompiledRule` values;
 //! * `decode_ref/<how>/<body>` — reference points for the decode, not hallmark code: the
-//!   whole body into `serde_json::Value` (`value`), into a zero-copy tree whose strings
+//!   whole body into `serde_json::Value` (`value`), the same with every `managedFields`
+//!   kept as raw JSON text (`value_raw_managed_fields`), into a zero-copy tree whose strings
 //!   borrow from the body and whose objects are vectors (`borrowed`, [`Tree`]), and a
 //!   validating scan that builds nothing (`scan`, `IgnoredAny`). Each includes the drop.
 //!
@@ -236,12 +237,74 @@ impl<'de> Deserialize<'de> for Tree<'de> {
     }
 }
 
+/// `serde_json::Value`, except that every `managedFields` list is kept as its raw JSON
+/// text (one string) instead of a tree: what decoding would cost if hallmark parsed
+/// managedFields only where it reads them (see benches/README.md).
+struct RawManagedFields(Value);
+
+impl<'de> Deserialize<'de> for RawManagedFields {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawManagedFields;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("JSON")
+            }
+            fn visit_unit<E>(self) -> Result<RawManagedFields, E> {
+                Ok(RawManagedFields(Value::Null))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<RawManagedFields, E> {
+                Ok(RawManagedFields(Value::Bool(v)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<RawManagedFields, E> {
+                Ok(RawManagedFields(Value::from(v)))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<RawManagedFields, E> {
+                Ok(RawManagedFields(Value::from(v)))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<RawManagedFields, E> {
+                Ok(RawManagedFields(Value::from(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<RawManagedFields, E> {
+                Ok(RawManagedFields(Value::String(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<RawManagedFields, E> {
+                Ok(RawManagedFields(Value::String(v)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<RawManagedFields, A::Error> {
+                let mut v = Vec::new();
+                while let Some(RawManagedFields(x)) = a.next_element()? {
+                    v.push(x);
+                }
+                Ok(RawManagedFields(Value::Array(v)))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<RawManagedFields, A::Error> {
+                let mut m = serde_json::Map::new();
+                while let Some(k) = a.next_key::<String>()? {
+                    let v = if k == "managedFields" {
+                        let raw: Box<serde_json::value::RawValue> = a.next_value()?;
+                        Value::String(String::from(Box::<str>::from(raw)))
+                    } else {
+                        a.next_value::<RawManagedFields>()?.0
+                    };
+                    m.insert(k, v);
+                }
+                Ok(RawManagedFields(Value::Object(m)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 fn bench_decode_ref(c: &mut Criterion) {
     for b in common::all() {
         let mut g = c.benchmark_group("decode_ref");
         sized(&mut g, &b);
         g.bench_function(BenchmarkId::new("value", b.name), |bench| {
             bench.iter(|| serde_json::from_slice::<Value>(black_box(b.as_slice())).expect("json"))
+        });
+        g.bench_function(BenchmarkId::new("value_raw_managed_fields", b.name), |bench| {
+            bench.iter(|| serde_json::from_slice::<RawManagedFields>(black_box(b.as_slice())).expect("json").0)
         });
         g.bench_function(BenchmarkId::new("borrowed", b.name), |bench| {
             bench.iter(|| serde_json::from_slice::<Tree>(black_box(b.as_slice())).map(|_| ()).expect("json"))

@@ -1150,6 +1150,16 @@ fn main() {
                     let uid = common::uid(target.run_id, 0);
                     if let Ok((200, out)) = send(&mut s, "/mutate", b.with_uid(&uid)).await {
                         check(200, &out, &uid, target.stamps).unwrap_or_else(|e| panic!("{}: {e}", server.name));
+                        // The policy is in force: a write to a Git-owned field is denied.
+                        let owned = common::update_16k_owned_change();
+                        let uid = common::uid(target.run_id, 1);
+                        let (status, out) = send(&mut s, "/validate", owned.with_uid(&uid)).await.expect("validate");
+                        let v: Value = serde_json::from_slice(&out).expect("validate answer");
+                        assert!(
+                            status == 200 && v["response"]["allowed"] == json!(!target.stamps),
+                            "{}: /validate of a change to a Git-owned field answered {status} {v}: is the policy loaded?",
+                            server.name
+                        );
                         break;
                     }
                 }

@@ -7,8 +7,7 @@
 //! so that every request carries a unique uid without re-serialising.
 #![allow(dead_code)]
 
-use hallmark::ownership::path::FieldPath;
-use hallmark::policy::{CompiledPolicy, CompiledRule, Enforcement, PolicySet, Subjects};
+use hallmark::policy::PolicySet;
 use serde_json::{Map, Value, json};
 use std::path::PathBuf;
 
@@ -101,6 +100,15 @@ pub fn create_6k() -> Body {
 pub fn update_16k() -> Body {
     let review = deployment_update(2, 16 * 1024);
     Body::new("update-16k", encode(&review), true)
+}
+
+/// The 16 KB UPDATE, but the write also changes the `web` container's CPU limit, a field
+/// `POLICY_YAML` gives to Git: `/validate` denies it (the load benchmark checks that the
+/// policy is in force with it).
+pub fn update_16k_owned_change() -> Body {
+    let mut review = deployment_update(2, 16 * 1024);
+    review["request"]["object"]["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] = json!("2");
+    Body::new("update-16k-owned", encode(&review), true)
 }
 
 /// The same write on a Deployment with ten containers (~64 KB).
@@ -415,54 +423,35 @@ spec:
     groups: ["sre-oncall"]
 "#;
 
-fn path(text: &str) -> FieldPath {
-    hallmark::ownership::path::parse(text).expect("field path")
+/// The policy of `POLICY_YAML` with `rules` rules, loaded by `hallmark::policy::parse_documents`:
+/// the first rule is the Deployment rule above; the others match other groups, kinds or
+/// namespaces (so a request is checked against all of them and matched by one), as a
+/// large multi-team policy would.
+pub fn policy_yaml(rules: usize) -> String {
+    let head = POLICY_YAML.split("  rules:\n").next().expect("rules");
+    let tail = POLICY_YAML.split("  managedFields:").nth(1).expect("managedFields");
+    let mut y = format!("{head}  rules:\n");
+    for i in 0..rules {
+        let (groups, kinds, ns) = match (i, i % 3) {
+            (0, _) => ("\"apps\"".to_owned(), "\"Deployment\", \"StatefulSet\"".to_owned(), "team-*".to_owned()),
+            (_, 0) => ("\"apps\"".to_owned(), "\"Deployment\"".to_owned(), format!("tenant-{i}-*")),
+            (_, 1) => ("\"\"".to_owned(), "\"ConfigMap\", \"Service\"".to_owned(), format!("team-{i}")),
+            _ => (format!("\"example{i}.dev\""), format!("\"Widget{i}\""), "*".to_owned()),
+        };
+        y.push_str(&format!(
+            "    - match:\n        groups: [{groups}]\n        kinds: [{kinds}]\n        namespaces: [\"{ns}\"]\n      \
+             fields:\n        - spec.template.spec.containers[*].resources\n        - spec.template.spec.priorityClassName\n        \
+             - metadata.labels[\"cost-center-{i}\"]\n      action: deny\n"
+        ));
+    }
+    y.push_str("  managedFields:");
+    y.push_str(tail);
+    y
 }
 
-/// The same policy as `POLICY_YAML`, compiled by hand, with `rules` rules: the first is the
-/// Deployment rule above, the others match other kinds, groups or namespaces (so a
-/// request is checked against all of them and matched by one), as a large multi-team
-/// policy set would.
+/// `policy_yaml(rules)`, compiled.
 pub fn policy_set(rules: usize) -> PolicySet {
-    let mut compiled = Vec::with_capacity(rules);
-    for i in 0..rules {
-        let (groups, kinds, ns) = if i == 0 {
-            (vec!["apps".to_owned()], vec!["Deployment".to_owned(), "StatefulSet".to_owned()], "team-*".to_owned())
-        } else {
-            match i % 3 {
-                0 => (vec!["apps".to_owned()], vec!["Deployment".to_owned()], format!("tenant-{i}-*")),
-                1 => (vec!["".to_owned()], vec!["ConfigMap".to_owned(), "Service".to_owned()], format!("team-{i}")),
-                _ => (vec![format!("example{i}.dev")], vec![format!("Widget{i}")], "*".to_owned()),
-            }
-        };
-        compiled.push(CompiledRule {
-            groups,
-            kinds,
-            namespaces: vec![wildmatch::WildMatch::new(&ns)],
-            label_selector: None,
-            fields: vec![
-                path("spec.template.spec.containers[*].resources"),
-                path("spec.template.spec.priorityClassName"),
-                path(&format!("metadata.labels[\"cost-center-{i}\"]")),
-            ],
-            action: Enforcement::Deny,
-        });
-    }
-    PolicySet {
-        policies: vec![CompiledPolicy {
-            name: "platform".to_owned(),
-            owner_name: "platform-config".to_owned(),
-            repository: Some("https://git.example.com/sre/cluster-config".to_owned()),
-            reconcilers: Subjects {
-                users: vec!["system:serviceaccount:flux-system:kustomize-controller".to_owned()],
-                groups: Vec::new(),
-            },
-            reconciler_field_managers: vec!["kustomize-controller".to_owned()],
-            require_pod_token: false,
-            rules: compiled,
-            managed_fields: Enforcement::Warn,
-            delete_protection: true,
-            break_glass: Subjects { users: Vec::new(), groups: vec!["sre-oncall".to_owned()] },
-        }],
-    }
+    let policies = hallmark::policy::parse_documents(&policy_yaml(rules), "bench-policy.yaml")
+        .unwrap_or_else(|e| panic!("bench policy: {e}"));
+    PolicySet::new(policies)
 }
