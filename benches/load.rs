@@ -1057,6 +1057,12 @@ fn targets(results: &[RunResult], mem: &[(String, u64, u64, u64)], cfg: &Config)
 // ---------------------------------------------------------------------------------------
 
 fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` (or `--all-targets`) runs this
+    // binary without it: do not start a 90-second load run from a test command.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("load: skipped (no --bench argument); run it with `cargo bench --bench load`");
+        return;
+    }
     let cfg = Config::load();
     let tck = clock_ticks();
     let cores = cores();
