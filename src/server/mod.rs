@@ -21,7 +21,7 @@ use axum::routing::{get, post};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Request bodies up to this size are accepted (an UPDATE carries two objects of up to
@@ -45,6 +45,9 @@ pub struct AppState {
     sources: Mutex<BTreeMap<&'static str, Vec<CompiledPolicy>>>,
     /// Sources that must load before the server is ready.
     expected_sources: Mutex<Vec<&'static str>>,
+    /// A client must finish sending its body within this many milliseconds (`BODY_TIMEOUT`
+    /// unless `ServeOptions::body_timeout` says otherwise).
+    body_timeout_ms: AtomicU64,
 }
 
 impl AppState {
@@ -59,7 +62,17 @@ impl AppState {
             policies_loaded: AtomicBool::new(false),
             sources: Mutex::new(BTreeMap::new()),
             expected_sources: Mutex::new(vec!["files"]),
+            body_timeout_ms: AtomicU64::new(BODY_TIMEOUT.as_millis() as u64),
         }
+    }
+
+    /// Sets how long a client may take to send its request body.
+    pub fn set_body_timeout(&self, timeout: Duration) {
+        self.body_timeout_ms.store(timeout.as_millis().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+    }
+
+    fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_timeout_ms.load(Ordering::Relaxed))
     }
 
     /// Declares a source (e.g. `crd`) that must load once before `/readyz` is true.
@@ -168,7 +181,7 @@ async fn validate(State(s): State<Arc<AppState>>, body: Body) -> Response {
 }
 
 async fn handle(state: Arc<AppState>, endpoint: Endpoint, body: Body) -> Response {
-    let bytes = match read_body(body).await {
+    let bytes = match read_body(body, state.body_timeout()).await {
         Ok(b) => b,
         Err(resp) => {
             state.metrics.error(endpoint.name(), "body");
@@ -186,8 +199,8 @@ async fn handle(state: Arc<AppState>, endpoint: Endpoint, body: Body) -> Respons
     }
 }
 
-async fn read_body(body: Body) -> Result<Bytes, Response> {
-    match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY)).await {
+async fn read_body(body: Body, timeout: Duration) -> Result<Bytes, Response> {
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_BODY)).await {
         Err(_) => Err(plain(StatusCode::REQUEST_TIMEOUT, "request body was not received in time")),
         Ok(Err(e)) => {
             // axum reports an over-limit body through the error's source chain.
