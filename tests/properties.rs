@@ -159,7 +159,7 @@ enum Edit {
     DropAnnotations,
     Maintained(u8),
     PushContainer(String),
-    EditFirstContainer(Value),
+    FirstContainerImage(Value),
 }
 
 fn edit() -> impl Strategy<Value = Edit> {
@@ -173,7 +173,7 @@ fn edit() -> impl Strategy<Value = Edit> {
         1 => Just(Edit::DropAnnotations),
         1 => (0u8..4).prop_map(Edit::Maintained),
         1 => prop::sample::select(vec!["web", "new", "x]"]).prop_map(|n| Edit::PushContainer(n.to_owned())),
-        1 => scalar().prop_map(Edit::EditFirstContainer),
+        1 => scalar().prop_map(Edit::FirstContainerImage),
     ]
 }
 
@@ -256,7 +256,7 @@ fn apply_edit(obj: &mut Value, e: &Edit) {
                 l.push(json!({"name": name, "image": "img"}));
             }
         }
-        Edit::EditFirstContainer(v) => {
+        Edit::FirstContainerImage(v) => {
             if let Some(first) = obj.pointer_mut("/spec/containers/0").and_then(Value::as_object_mut) {
                 first.insert("image".into(), v.clone());
             }
