@@ -2,7 +2,7 @@
 
 use crate::admission::{AdmissionRequest, Answer, GroupVersionKind, GroupVersionResource, Operation, Review, UserInfo};
 use crate::config::Settings;
-use crate::policy::{PolicySet, load::load_paths};
+use crate::policy::{PolicySet, load_paths};
 use crate::provenance::Stamper;
 use crate::review::{Engine, OnError};
 use crate::server::serve::{ServeOptions, bind, shutdown_signal};
@@ -226,6 +226,10 @@ async fn serve(args: ServeArgs) -> i32 {
     };
     let engine = Engine::new(Stamper::new(settings), args.on_error);
     let state = Arc::new(AppState::new(engine, PolicySet::default()));
+    if args.watch_policies {
+        // Not ready until the first list of OwnershipPolicy resources has loaded.
+        state.expect_source("crd");
+    }
     state.set_policies(policies);
 
     let (store, watched) = match (&args.tls_cert, &args.tls_key) {

@@ -431,6 +431,7 @@ fn clean_value(v: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
     use crate::admission::{Review, UserInfo};

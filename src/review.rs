@@ -7,7 +7,7 @@
 use crate::admission::{AdmissionRequest, Answer, Operation};
 use crate::ownership::diff::{self, Change, DiffOptions};
 use crate::ownership::verdict::{self, Verdict};
-use crate::policy::PolicySet;
+use crate::policy::{BUILTIN_RECONCILER_USERS, PolicySet};
 use crate::provenance::{Channel, Stamper};
 use serde_json::Value;
 
@@ -43,14 +43,6 @@ pub struct Engine {
     pub on_error: OnError,
 }
 
-/// The built-in Flux and Argo CD identities whose writes are `channel=gitops`.
-pub const BUILTIN_RECONCILERS: [&str; 4] = [
-    "system:serviceaccount:flux-system:kustomize-controller",
-    "system:serviceaccount:flux-system:helm-controller",
-    "system:serviceaccount:argocd:argocd-application-controller",
-    "system:serviceaccount:argocd:argocd-server",
-];
-
 impl Engine {
     pub fn new(stamper: Stamper, on_error: OnError) -> Engine {
         Engine { stamper, on_error }
@@ -80,7 +72,7 @@ impl Engine {
         let demands_token =
             policies.effective().any(|p| p.require_pod_token && p.reconcilers.contains(&user.username, &user.groups));
         let listed = settings.reconcilers.contains(&user.username, &user.groups)
-            || BUILTIN_RECONCILERS.contains(&user.username.as_str());
+            || BUILTIN_RECONCILER_USERS.contains(&user.username.as_str());
         listed && (!demands_token || verdict::has_pod_token(user))
     }
 
@@ -148,10 +140,10 @@ impl Engine {
             Vec::new()
         };
         let verdict = verdict::evaluate(req, &changes, policies);
-        if let Some(reason) = &verdict.error {
-            if !verdict.is_denied() {
-                return self.unevaluable("unreadable-managed-fields", reason);
-            }
+        if let Some(reason) = &verdict.error
+            && !verdict.is_denied()
+        {
+            return self.unevaluable("unreadable-managed-fields", reason);
         }
         answer_for(&verdict, &req.user_info.username)
     }

@@ -209,8 +209,10 @@ async fn impersonated_extras_are_verified_and_missing_fields_absent() {
 
 #[tokio::test]
 async fn trusted_declarer_annotations_are_kept_as_declared() {
-    let mut settings = Settings::default();
-    settings.declarers = Subjects { users: vec!["system:serviceaccount:ci:deployer".into()], groups: vec![] };
+    let settings = Settings {
+        declarers: Subjects { users: vec!["system:serviceaccount:ci:deployer".into()], groups: vec![] },
+        ..Settings::default()
+    };
     let server = TestServer::start_with(settings, PolicySet::default(), ServeOptions::default()).await;
     let mut client = server.client().await;
     let name = "deploy-checkout-create-csa-ci-deployer-declared-provenance.json";

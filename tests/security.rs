@@ -53,8 +53,22 @@ fn client_config(
     config
 }
 
-/// One POST over a fresh connection with `config`; Err describes where it failed.
+async fn get_with(config: rustls::ClientConfig, addr: SocketAddr, path: &str) -> Result<u16, String> {
+    request_with(config, addr, "GET", path, Vec::new()).await
+}
+
 async fn post_with(config: rustls::ClientConfig, addr: SocketAddr, path: &str, body: Vec<u8>) -> Result<u16, String> {
+    request_with(config, addr, "POST", path, body).await
+}
+
+/// One request over a fresh connection with `config`; Err describes where it failed.
+async fn request_with(
+    config: rustls::ClientConfig,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<u16, String> {
     let tcp = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
     let tls = TlsConnector::from(Arc::new(config))
         .connect(ServerName::try_from("localhost").expect("name"), tcp)
@@ -62,7 +76,9 @@ async fn post_with(config: rustls::ClientConfig, addr: SocketAddr, path: &str, b
         .map_err(|e| format!("handshake: {e}"))?;
     let (mut send, conn) = http1::handshake(TokioIo::new(tls)).await.map_err(|e| format!("http: {e}"))?;
     tokio::spawn(conn);
-    let req = hyper::Request::post(path)
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
         .header("host", "localhost")
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body)))
@@ -180,10 +196,15 @@ async fn client_ca_requires_a_client_certificate_from_that_ca() {
     let (cert, key) = client_cert(&trusted, "kube-apiserver-admission");
     let (bad_cert, bad_key) = client_cert(&other, "kube-apiserver-admission");
     for v in [&rustls::version::TLS12, &rustls::version::TLS13] {
-        // No certificate: refused (in TLS 1.3 the client learns it at its first read).
-        let status = post_with(client_config(&server.ca_pem, &[v], None), server.addr, "/mutate", review.clone()).await;
-        assert!(status.is_err(), "{v:?}: a client without a certificate is refused: {status:?}");
-        // A certificate from another CA: refused.
+        // No certificate: the handshake completes (kubelet probes send none) but the review
+        // endpoints answer 401; the probes stay open.
+        for path in ["/mutate", "/validate"] {
+            let status = post_with(client_config(&server.ca_pem, &[v], None), server.addr, path, review.clone()).await;
+            assert_eq!(status, Ok(401), "{v:?} {path}: a client without a certificate is refused");
+        }
+        let status = get_with(client_config(&server.ca_pem, &[v], None), server.addr, "/readyz").await;
+        assert_eq!(status, Ok(200), "{v:?}: probes need no certificate");
+        // A certificate from another CA: the handshake fails.
         let config = client_config(&server.ca_pem, &[v], Some((&bad_cert, &bad_key)));
         let status = post_with(config, server.addr, "/mutate", review.clone()).await;
         assert!(status.is_err(), "{v:?}: a certificate from another CA is refused: {status:?}");
@@ -191,6 +212,8 @@ async fn client_ca_requires_a_client_certificate_from_that_ca() {
         let config = client_config(&server.ca_pem, &[v], Some((&cert, &key)));
         assert_eq!(post_with(config, server.addr, "/mutate", review.clone()).await, Ok(200), "{v:?}");
     }
+    let metrics = server.metrics().await;
+    assert!(metrics.contains(r#"hallmark_errors_total{endpoint="mutate",kind="unauthenticated"} 2"#), "{metrics}");
     server.stop().await;
 }
 

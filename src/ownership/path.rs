@@ -476,6 +476,16 @@ pub fn parse(text: &str) -> Result<FieldPath, PathError> {
     Ok(path)
 }
 
+/// The canonical JSON text of a scalar, as [`Segment::Value`] stores it: strings
+/// re-encoded (`"\u0041"` -> `"A"`), numbers as written, `true`/`false`/`null`. `None`
+/// when `json` is not exactly one JSON scalar. For the managedFields decoder, so that a
+/// `v:` entry and a policy's `[=...]` compare equal.
+pub fn canonical_scalar(json: &str) -> Option<String> {
+    let mut parser = Parser { chars: json.trim().chars().collect(), pos: 0 };
+    let text = parser.json_scalar().ok()?;
+    parser.at_end().then_some(text)
+}
+
 /// True when one path is a prefix of the other, segment by segment, where `[*]` in the
 /// pattern matches any element and a pattern key matches an element whose key contains
 /// every field of the pattern's key. A path covers everything below it, so a change to a
@@ -664,6 +674,16 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn canonical_scalars() {
+        assert_eq!(canonical_scalar(r#""\u0041/b""#), Some(r#""A/b""#.into()));
+        assert_eq!(canonical_scalar("80"), Some("80".into()));
+        assert_eq!(canonical_scalar(" true "), Some("true".into()));
+        assert_eq!(canonical_scalar("tru"), None);
+        assert_eq!(canonical_scalar(r#""a" 1"#), None);
+        assert_eq!(canonical_scalar("{}"), None);
     }
 
     #[test]

@@ -323,10 +323,8 @@ pub fn gitops_source(obj: &Value) -> Option<String> {
     }
     let argo_managed =
         managed_entries(obj).any(|e| e.get("manager").and_then(Value::as_str).is_some_and(|m| m.starts_with("argocd")));
-    if argo_managed {
-        if let Some(app) = label("app.kubernetes.io/instance") {
-            return Some(format!("Argo CD application {}", truncate(app, 120)));
-        }
+    if argo_managed && let Some(app) = label("app.kubernetes.io/instance") {
+        return Some(format!("Argo CD application {}", truncate(app, 120)));
     }
     None
 }
@@ -350,5 +348,217 @@ pub fn short(v: Option<&Value>) -> String {
     match v {
         None | Some(Value::Null) => "(unset)".to_owned(),
         Some(v) => truncate(&v.to_string(), 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::Review;
+    use crate::ownership::diff::{DiffOptions, diff};
+    use crate::policy::parse_documents;
+    use serde_json::json;
+
+    const POLICY: &str = r#"
+apiVersion: hallmark.dev/v1alpha1
+kind: OwnershipPolicy
+metadata: {name: p}
+spec:
+  owner:
+    name: platform
+    repository: https://git.example.com/cfg
+    reconcilers:
+      users: [flux]
+      groups: [reconcilers]
+      fieldManagers: [kustomize-controller]
+  rules:
+    - match: {groups: [apps], kinds: [Deployment], namespaces: ["team-*"], labelSelector: {matchLabels: {tier: web}}}
+      fields: ["spec.template.spec.containers[*].resources", "metadata.labels[\"cost-center\"]"]
+      action: deny
+    - match: {kinds: [Deployment]}
+      fields: [spec.template.spec.priorityClassName]
+      action: warn
+  managedFields: MF
+  deleteProtection: true
+  breakGlass: {groups: [oncall]}
+"#;
+
+    fn policies(managed_fields: &str) -> PolicySet {
+        PolicySet::new(parse_documents(&POLICY.replace("MF", managed_fields), "p.yaml").expect("valid"))
+    }
+
+    fn object(cpu: &str, prio: &str, replicas: i64) -> Value {
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "team-a", "labels": {"tier": "web", "cost-center": "42"},
+                "managedFields": [{"manager": "kustomize-controller", "operation": "Apply",
+                    "fieldsV1": {"f:spec": {"f:replicas": {}}}}]},
+            "spec": {"replicas": replicas, "template": {"spec": {"priorityClassName": prio,
+                "containers": [{"name": "web", "image": "a", "resources": {"limits": {"cpu": cpu}}}]}}}
+        })
+    }
+
+    fn request(op: &str, user: Value, old: Value, new: Value, sub: Option<&str>) -> AdmissionRequest {
+        let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": "u", "operation": op, "userInfo": user, "namespace": "team-a", "name": "web",
+            "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+            "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+            "subResource": sub, "object": new, "oldObject": old}});
+        Review::decode(&serde_json::to_vec(&review).expect("json")).expect("review").request
+    }
+
+    fn judge(req: &AdmissionRequest, set: &PolicySet) -> Verdict {
+        let changes = match (&req.old_object, &req.object) {
+            (Some(o), Some(n)) => diff(o, n, &DiffOptions::new("hallmark.dev/")),
+            _ => Vec::new(),
+        };
+        evaluate(req, &changes, set)
+    }
+
+    /// A writer: username and groups.
+    type Writer<'a> = (&'a str, Vec<&'a str>);
+    /// What a verdict should say: denied, warnings, break-glass.
+    type Expect = (bool, usize, bool);
+
+    /// (case, writer, new object, managedFields mode) -> expectation
+    #[test]
+    fn verdict_table() {
+        let dev = ("dev", vec!["developers"]);
+        let old = object("500m", "low", 2);
+        let cases: Vec<(&str, Writer, Value, &str, Expect)> = vec![
+            ("owned field by a developer", dev.clone(), object("750m", "low", 2), "ignore", (true, 0, false)),
+            ("warn rule", dev.clone(), object("500m", "high", 2), "ignore", (false, 1, false)),
+            (
+                "unowned field",
+                dev.clone(),
+                {
+                    let mut o = object("500m", "low", 2);
+                    o["spec"]["template"]["spec"]["containers"][0]["image"] = json!("b");
+                    o
+                },
+                "deny",
+                (false, 0, false),
+            ),
+            ("reconciler user", ("flux", vec![]), object("750m", "high", 3), "deny", (false, 0, false)),
+            ("reconciler group", ("x", vec!["reconcilers"]), object("750m", "high", 3), "deny", (false, 0, false)),
+            ("break-glass", ("sre", vec!["oncall"]), object("750m", "low", 2), "ignore", (false, 1, true)),
+            ("managedFields warn", dev.clone(), object("500m", "low", 3), "warn", (false, 1, false)),
+            ("managedFields deny", dev.clone(), object("500m", "low", 3), "deny", (true, 0, false)),
+            ("managedFields ignore", dev.clone(), object("500m", "low", 3), "ignore", (false, 0, false)),
+            (
+                "owned map key",
+                dev.clone(),
+                {
+                    let mut o = object("500m", "low", 2);
+                    o["metadata"]["labels"]["cost-center"] = json!("43");
+                    o
+                },
+                "ignore",
+                (true, 0, false),
+            ),
+        ];
+        for (name, (user, groups), new, mf, (denied, warned, glass)) in cases {
+            let req = request("UPDATE", json!({"username": user, "groups": groups}), old.clone(), new, None);
+            let v = judge(&req, &policies(mf));
+            assert_eq!(v.is_denied(), denied, "{name}: {v:?}");
+            let warnings = v.findings.iter().filter(|f| f.action == Enforcement::Warn || f.break_glass).count();
+            assert_eq!(warnings, warned, "{name}: {v:?}");
+            assert_eq!(v.is_break_glass(), glass, "{name}: {v:?}");
+        }
+    }
+
+    #[test]
+    fn label_selector_and_namespace_scope_the_rule() {
+        let mut other_ns =
+            request("UPDATE", json!({"username": "dev"}), object("500m", "low", 2), object("750m", "low", 2), None);
+        other_ns.namespace = Some("prod".into());
+        assert!(!judge(&other_ns, &policies("ignore")).is_denied());
+        let mut unlabelled_old = object("500m", "low", 2);
+        unlabelled_old["metadata"]["labels"] = json!({});
+        let mut unlabelled_new = object("750m", "low", 2);
+        unlabelled_new["metadata"]["labels"] = json!({});
+        let req = request("UPDATE", json!({"username": "dev"}), unlabelled_old, unlabelled_new, None);
+        assert!(!judge(&req, &policies("ignore")).is_denied());
+        // Removing the label in the same write does not escape the rule.
+        let mut escaping = object("750m", "low", 2);
+        escaping["metadata"]["labels"] = json!({});
+        let req = request("UPDATE", json!({"username": "dev"}), object("500m", "low", 2), escaping, None);
+        assert!(judge(&req, &policies("ignore")).is_denied());
+    }
+
+    #[test]
+    fn scale_write_is_judged_as_spec_replicas() {
+        let scale = |n: i64| {
+            json!({"apiVersion": "autoscaling/v1", "kind": "Scale",
+            "metadata": {"name": "web", "namespace": "team-a", "managedFields": [{"manager": "kustomize-controller",
+                "operation": "Apply", "fieldsV1": {"f:spec": {"f:replicas": {}}}}]},
+            "spec": {"replicas": n}})
+        };
+        let mut req = request("UPDATE", json!({"username": "dev"}), scale(2), scale(5), Some("scale"));
+        req.kind = crate::admission::GroupVersionKind {
+            group: "autoscaling".into(),
+            version: "v1".into(),
+            kind: "Scale".into(),
+        };
+        let v = judge(&req, &policies("deny"));
+        assert!(v.is_denied());
+        assert_eq!(v.findings[0].path, "spec.replicas");
+        assert!(v.findings[0].message.ends_with("Requested 2 -> 5."), "{}", v.findings[0].message);
+    }
+
+    #[test]
+    fn delete_protection_covers_reconciler_managed_objects_only() {
+        let req = request("DELETE", json!({"username": "dev"}), object("500m", "low", 2), Value::Null, None);
+        assert!(judge(&req, &policies("ignore")).is_denied());
+        let req = request("DELETE", json!({"username": "flux"}), object("500m", "low", 2), Value::Null, None);
+        assert!(!judge(&req, &policies("ignore")).is_denied());
+        let req = request(
+            "DELETE",
+            json!({"username": "sre", "groups": ["oncall"]}),
+            object("500m", "low", 2),
+            Value::Null,
+            None,
+        );
+        let v = judge(&req, &policies("ignore"));
+        assert!(!v.is_denied() && v.is_break_glass());
+        let mut unmanaged = object("500m", "low", 2);
+        unmanaged["metadata"]["managedFields"] =
+            json!([{"manager": "kubectl", "operation": "Update", "fieldsV1": {"f:spec": {}}}]);
+        let req = request("DELETE", json!({"username": "dev"}), unmanaged, Value::Null, None);
+        assert!(!judge(&req, &policies("ignore")).is_denied());
+    }
+
+    #[test]
+    fn status_writes_and_creates_are_not_judged() {
+        let req = request(
+            "UPDATE",
+            json!({"username": "dev"}),
+            object("500m", "low", 2),
+            object("750m", "low", 3),
+            Some("status"),
+        );
+        assert!(judge(&req, &policies("deny")).findings.is_empty());
+        let req = request("CREATE", json!({"username": "dev"}), Value::Null, object("750m", "low", 3), None);
+        assert!(judge(&req, &policies("deny")).findings.is_empty());
+    }
+
+    #[test]
+    fn unreadable_managed_fields_are_reported_not_ignored() {
+        let mut old = object("500m", "low", 2);
+        old["metadata"]["managedFields"][0]["fieldsV1"] = json!({"x:bad": {}});
+        let req = request("UPDATE", json!({"username": "dev"}), old, object("500m", "low", 3), None);
+        let v = judge(&req, &policies("deny"));
+        assert!(v.error.as_deref().is_some_and(|e| e.contains("kustomize-controller")), "{v:?}");
+    }
+
+    #[test]
+    fn flux_and_argo_sources_are_named() {
+        let flux = json!({"metadata": {"labels": {"kustomize.toolkit.fluxcd.io/name": "apps", "kustomize.toolkit.fluxcd.io/namespace": "flux-system"}}});
+        assert_eq!(gitops_source(&flux).as_deref(), Some("Flux Kustomization flux-system/apps"));
+        let argo =
+            json!({"metadata": {"annotations": {"argocd.argoproj.io/tracking-id": "shop:apps/Deployment:team-a/web"}}});
+        assert_eq!(gitops_source(&argo).as_deref(), Some("Argo CD application shop"));
+        let helm_only = json!({"metadata": {"labels": {"app.kubernetes.io/instance": "web"}}});
+        assert_eq!(gitops_source(&helm_only), None, "an instance label alone is not Argo CD");
     }
 }

@@ -4,10 +4,13 @@
 pub mod load;
 pub mod schema;
 
+pub use load::{PolicyError, load_paths, parse_documents};
 pub use schema::*;
 
 use crate::ownership::path::FieldPath;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
 use wildmatch::WildMatch;
 
 /// `deny` or `warn` for a rule; `ignore|warn|deny` for managedFields.
@@ -65,56 +68,330 @@ pub struct PolicySet {
     pub policies: Vec<CompiledPolicy>,
 }
 
-// ---- TEMPORARY shims until the policy module lands (replaced on merge) ----
-use serde_json::{Map, Value};
-
 impl PolicySet {
+    pub fn new(policies: Vec<CompiledPolicy>) -> Self {
+        PolicySet { policies }
+    }
+
+    /// The policies in force: the loaded ones, or the built-in default when none are.
     pub fn effective(&self) -> impl Iterator<Item = &CompiledPolicy> {
-        self.policies.iter()
+        let policies: &[CompiledPolicy] =
+            if self.policies.is_empty() { std::slice::from_ref(&*BUILTIN_DEFAULT) } else { &self.policies };
+        policies.iter()
+    }
+
+    /// True when no policy is loaded and the built-in default is in force.
+    pub fn is_builtin_default(&self) -> bool {
+        self.policies.is_empty()
+    }
+}
+
+/// The well-known Git reconciler identities (Flux, Argo CD).
+pub const BUILTIN_RECONCILER_USERS: [&str; 3] = [
+    "system:serviceaccount:flux-system:kustomize-controller",
+    "system:serviceaccount:flux-system:helm-controller",
+    "system:serviceaccount:argocd:argocd-application-controller",
+];
+
+/// The field managers with which Flux and Argo CD apply.
+pub const BUILTIN_RECONCILER_FIELD_MANAGERS: [&str; 4] =
+    ["kustomize-controller", "helm-controller", "argocd-controller", "argocd-application-controller"];
+
+/// The name of the built-in default policy.
+pub const BUILTIN_DEFAULT_NAME: &str = "builtin-default";
+
+static BUILTIN_DEFAULT: LazyLock<CompiledPolicy> = LazyLock::new(build_builtin_default);
+
+/// The built-in default of DESIGN.md, in force when no policy is given: owner "git",
+/// the Flux and Argo CD reconcilers, `managedFields: warn`, no rules.
+pub fn builtin_default() -> CompiledPolicy {
+    BUILTIN_DEFAULT.clone()
+}
+
+fn build_builtin_default() -> CompiledPolicy {
+    CompiledPolicy {
+        name: BUILTIN_DEFAULT_NAME.to_string(),
+        owner_name: "git".to_string(),
+        repository: None,
+        reconcilers: Subjects {
+            users: BUILTIN_RECONCILER_USERS.iter().map(|s| s.to_string()).collect(),
+            groups: Vec::new(),
+        },
+        reconciler_field_managers: BUILTIN_RECONCILER_FIELD_MANAGERS.iter().map(|s| s.to_string()).collect(),
+        require_pod_token: false,
+        rules: Vec::new(),
+        managed_fields: Enforcement::Warn,
+        delete_protection: false,
+        break_glass: Subjects::default(),
+    }
+}
+
+impl CompiledPolicy {
+    /// True when `manager` (a managedFields entry's manager) is a reconciler field manager.
+    pub fn is_reconciler_field_manager(&self, manager: &str) -> bool {
+        self.reconciler_field_managers.iter().any(|m| m == manager)
+    }
+}
+
+/// Labels to match a selector against: a `BTreeMap<String, String>`, or the JSON value
+/// of `metadata.labels` (a non-object, or a non-string label value, counts as absent).
+pub trait Labels {
+    fn label(&self, key: &str) -> Option<&str>;
+}
+
+impl Labels for BTreeMap<String, String> {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.get(key).map(String::as_str)
+    }
+}
+
+impl Labels for serde_json::Map<String, serde_json::Value> {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.get(key).and_then(serde_json::Value::as_str)
+    }
+}
+
+impl Labels for serde_json::Value {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.get(key).and_then(serde_json::Value::as_str)
+    }
+}
+
+impl<L: Labels + ?Sized> Labels for Option<&L> {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.and_then(|l| l.label(key))
+    }
+}
+
+/// Kubernetes label selector semantics: every `matchLabels` pair present, and every
+/// expression true (`In`: present with one of the values; `NotIn`: absent or none of
+/// the values; `Exists`; `DoesNotExist`). An empty selector matches everything; an
+/// unknown operator matches nothing.
+pub fn selector_matches<L: Labels + ?Sized>(selector: &LabelSelector, labels: &L) -> bool {
+    let labels_ok = selector.match_labels.iter().flatten().all(|(k, v)| labels.label(k) == Some(v.as_str()));
+    labels_ok
+        && selector.match_expressions.iter().flatten().all(|req| {
+            let value = labels.label(&req.key);
+            let values = req.values.as_deref().unwrap_or_default();
+            match req.operator.as_str() {
+                "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
+                "NotIn" => value.is_none_or(|v| values.iter().all(|x| x != v)),
+                "Exists" => value.is_some(),
+                "DoesNotExist" => value.is_none(),
+                _ => false,
+            }
+        })
+}
+
+/// Kubernetes' `UnsafeGuessKindToResource`: `Deployment` -> `deployments`,
+/// `NetworkPolicy` -> `networkpolicies`, `Ingress` -> `ingresses`.
+pub fn guess_resource(kind: &str) -> String {
+    let lower = kind.to_lowercase();
+    if lower.ends_with('s') {
+        format!("{lower}es")
+    } else if let Some(stem) = lower.strip_suffix('y') {
+        format!("{stem}ies")
+    } else {
+        format!("{lower}s")
     }
 }
 
 impl CompiledRule {
-    pub fn matches_kind(&self, _group: &str, _kind: &str, _resource: &str) -> bool {
-        false
+    /// True when the rule applies to objects of this API group (`""` is core), kind
+    /// (`Deployment`) and resource (`deployments`; a `/subresource` suffix is ignored).
+    /// A `kinds` entry matches the kind (case-insensitively), the resource, or is `*`;
+    /// matching the resource lets a write to a subresource such as `scale` (whose object
+    /// is a `Scale`) be matched by its parent's resource.
+    pub fn matches_kind(&self, group: &str, kind: &str, resource: &str) -> bool {
+        let resource = resource.split('/').next().unwrap_or(resource);
+        let group_ok = self.groups.is_empty() || self.groups.iter().any(|g| g == "*" || g == group);
+        let kind_ok = self.kinds.is_empty()
+            || self.kinds.iter().any(|k| {
+                k == "*"
+                    || k.eq_ignore_ascii_case(kind)
+                    || (!resource.is_empty() && (k.eq_ignore_ascii_case(resource) || guess_resource(k) == resource))
+            });
+        group_ok && kind_ok
     }
-    pub fn matches_namespace(&self, _ns: Option<&str>) -> bool {
-        false
+
+    /// True when the rule applies in this namespace (`None`: a cluster-scoped object,
+    /// which only a rule without `namespaces` covers).
+    pub fn matches_namespace(&self, namespace: Option<&str>) -> bool {
+        if self.namespaces.is_empty() {
+            return true;
+        }
+        namespace.is_some_and(|ns| self.namespaces.iter().any(|glob| glob.matches(ns)))
     }
-    pub fn matches_labels(&self, _labels: &Map<String, Value>) -> bool {
-        false
+
+    /// True when the rule's `labelSelector` (if any) selects these labels.
+    pub fn matches_labels<L: Labels + ?Sized>(&self, labels: &L) -> bool {
+        self.label_selector.as_ref().is_none_or(|selector| selector_matches(selector, labels))
+    }
+
+    /// [`matches_labels`](Self::matches_labels) on `metadata.labels` of a whole object.
+    pub fn matches_object_labels(&self, object: &serde_json::Value) -> bool {
+        self.matches_labels(&object.pointer("/metadata/labels"))
     }
 }
 
-#[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
-pub struct OwnershipPolicy {
-    pub metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+/// Compiles one `OwnershipPolicy` resource (from `--watch-policies` or the plugin); the
+/// error is one line listing every problem, for a status condition or an event.
+pub fn compile_resource(doc: &OwnershipPolicy) -> Result<CompiledPolicy, String> {
+    compile(doc).map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
 }
-impl kube::Resource for OwnershipPolicy {
-    type DynamicType = ();
-    type Scope = kube::core::ClusterResourceScope;
-    fn kind(_: &()) -> std::borrow::Cow<'_, str> {
-        "OwnershipPolicy".into()
-    }
-    fn group(_: &()) -> std::borrow::Cow<'_, str> {
-        "hallmark.dev".into()
-    }
-    fn version(_: &()) -> std::borrow::Cow<'_, str> {
-        "v1alpha1".into()
-    }
-    fn plural(_: &()) -> std::borrow::Cow<'_, str> {
-        "ownershippolicies".into()
-    }
-    fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-        &mut self.metadata
-    }
+
+/// The `OwnershipPolicy` CustomResourceDefinition as YAML (`hallmark crd`).
+pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+    use kube::CustomResourceExt as _;
+    serde_yaml::to_string(&OwnershipPolicy::crd())
 }
-pub fn compile_resource(_doc: &OwnershipPolicy) -> Result<CompiledPolicy, String> {
-    Err("shim".into())
-}
-pub fn crd_yaml() -> Result<String, String> {
-    Err("shim".into())
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+    fn rule(groups: &[&str], kinds: &[&str], namespaces: &[&str]) -> CompiledRule {
+        CompiledRule {
+            groups: groups.iter().map(|s| s.to_string()).collect(),
+            kinds: kinds.iter().map(|s| s.to_string()).collect(),
+            namespaces: namespaces.iter().map(|s| WildMatch::new(s)).collect(),
+            label_selector: None,
+            fields: Vec::new(),
+            action: Enforcement::Deny,
+        }
+    }
+
+    #[test]
+    fn builtin_default_is_in_force_without_policies() {
+        let set = PolicySet::default();
+        let effective: Vec<&CompiledPolicy> = set.effective().collect();
+        assert_eq!(effective.len(), 1);
+        let d = effective[0];
+        assert_eq!(d.owner_name, "git");
+        assert_eq!(d.repository, None);
+        assert_eq!(d.managed_fields, Enforcement::Warn);
+        assert!(d.rules.is_empty());
+        assert!(!d.delete_protection);
+        assert!(d.break_glass.users.is_empty() && d.break_glass.groups.is_empty());
+        assert!(d.reconcilers.contains("system:serviceaccount:flux-system:kustomize-controller", &[]));
+        assert!(d.reconcilers.contains("system:serviceaccount:argocd:argocd-application-controller", &[]));
+        assert!(!d.reconcilers.contains("alice", &["system:masters".into()]));
+        for m in ["kustomize-controller", "helm-controller", "argocd-controller", "argocd-application-controller"] {
+            assert!(d.is_reconciler_field_manager(m), "{m}");
+        }
+        assert!(!d.is_reconciler_field_manager("kubectl-client-side-apply"));
+        assert!(set.is_builtin_default());
+
+        let mut mine = builtin_default();
+        mine.name = "mine".into();
+        let set = PolicySet::new(vec![mine]);
+        let names: Vec<&str> = set.effective().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["mine"]);
+    }
+
+    #[test]
+    fn kinds_and_groups() {
+        let r = rule(&["apps"], &["Deployment", "StatefulSet"], &[]);
+        let cases = [
+            ("apps", "Deployment", "deployments", true),
+            ("apps", "StatefulSet", "statefulsets", true),
+            ("apps", "DaemonSet", "daemonsets", false),
+            ("", "Deployment", "deployments", false),
+            ("extensions", "Deployment", "deployments", false),
+            // The scale subresource: a Scale object, matched by the parent's resource.
+            ("apps", "Scale", "deployments", true),
+            ("apps", "Scale", "deployments/scale", true),
+            ("apps", "Scale", "replicasets", false),
+            ("apps", "deployment", "", true),
+        ];
+        for (group, kind, resource, want) in cases {
+            assert_eq!(r.matches_kind(group, kind, resource), want, "{group} {kind} {resource}");
+        }
+        let core = rule(&[""], &["ConfigMap"], &[]);
+        assert!(core.matches_kind("", "ConfigMap", "configmaps"));
+        assert!(!core.matches_kind("apps", "ConfigMap", "configmaps"));
+        let any = rule(&[], &[], &[]);
+        assert!(any.matches_kind("whatever.io", "Thing", "things"));
+        let star = rule(&["*"], &["*"], &[]);
+        assert!(star.matches_kind("x.io", "Thing", "things"));
+        let plural = rule(&["networking.k8s.io"], &["networkpolicies", "Ingress"], &[]);
+        assert!(plural.matches_kind("networking.k8s.io", "NetworkPolicy", "networkpolicies"));
+        assert!(plural.matches_kind("networking.k8s.io", "Scale", "ingresses"));
+        assert_eq!(guess_resource("NetworkPolicy"), "networkpolicies");
+        assert_eq!(guess_resource("Ingress"), "ingresses");
+        assert_eq!(guess_resource("Deployment"), "deployments");
+    }
+
+    #[test]
+    fn namespaces() {
+        let r = rule(&[], &[], &["team-*", "prod"]);
+        assert!(r.matches_namespace(Some("team-a")));
+        assert!(r.matches_namespace(Some("prod")));
+        assert!(!r.matches_namespace(Some("production")));
+        assert!(!r.matches_namespace(Some("kube-system")));
+        assert!(!r.matches_namespace(None));
+        let any = rule(&[], &[], &[]);
+        assert!(any.matches_namespace(Some("x")));
+        assert!(any.matches_namespace(None));
+    }
+
+    fn req(key: &str, op: &str, values: &[&str]) -> LabelSelectorRequirement {
+        LabelSelectorRequirement {
+            key: key.into(),
+            operator: op.into(),
+            values: (!values.is_empty()).then(|| values.iter().map(|s| s.to_string()).collect()),
+        }
+    }
+
+    #[test]
+    fn label_selectors() {
+        let labels: BTreeMap<String, String> =
+            [("tier", "web"), ("env", "prod")].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let sel = |match_labels: &[(&str, &str)], exprs: Vec<LabelSelectorRequirement>| LabelSelector {
+            match_labels: (!match_labels.is_empty())
+                .then(|| match_labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            match_expressions: (!exprs.is_empty()).then_some(exprs),
+        };
+        let cases = [
+            (sel(&[], vec![]), true),
+            (sel(&[("tier", "web")], vec![]), true),
+            (sel(&[("tier", "web"), ("env", "prod")], vec![]), true),
+            (sel(&[("tier", "db")], vec![]), false),
+            (sel(&[("team", "a")], vec![]), false),
+            (sel(&[], vec![req("tier", "In", &["web", "api"])]), true),
+            (sel(&[], vec![req("tier", "In", &["db"])]), false),
+            (sel(&[], vec![req("team", "In", &["a"])]), false),
+            (sel(&[], vec![req("tier", "NotIn", &["db"])]), true),
+            (sel(&[], vec![req("tier", "NotIn", &["web"])]), false),
+            (sel(&[], vec![req("team", "NotIn", &["a"])]), true),
+            (sel(&[], vec![req("tier", "Exists", &[])]), true),
+            (sel(&[], vec![req("team", "Exists", &[])]), false),
+            (sel(&[], vec![req("team", "DoesNotExist", &[])]), true),
+            (sel(&[], vec![req("tier", "DoesNotExist", &[])]), false),
+            (sel(&[], vec![req("tier", "Bogus", &[])]), false),
+            (sel(&[("env", "prod")], vec![req("tier", "In", &["web"]), req("team", "DoesNotExist", &[])]), true),
+            (sel(&[("env", "prod")], vec![req("tier", "In", &["web"]), req("env", "DoesNotExist", &[])]), false),
+        ];
+        let json = serde_json::json!({"tier": "web", "env": "prod"});
+        let object = serde_json::json!({"metadata": {"labels": {"tier": "web", "env": "prod"}}});
+        for (i, (selector, want)) in cases.into_iter().enumerate() {
+            assert_eq!(selector_matches(&selector, &labels), want, "case {i}");
+            assert_eq!(selector_matches(&selector, &json), want, "case {i} (json)");
+            let mut r = rule(&[], &[], &[]);
+            r.label_selector = Some(selector);
+            assert_eq!(r.matches_labels(&labels), want, "case {i} (rule)");
+            assert_eq!(r.matches_object_labels(&object), want, "case {i} (object)");
+        }
+        // No selector: every object; an object without labels.
+        let r = rule(&[], &[], &[]);
+        assert!(r.matches_labels(&BTreeMap::new()));
+        let mut r = rule(&[], &[], &[]);
+        r.label_selector = Some(sel(&[], vec![req("tier", "DoesNotExist", &[])]));
+        assert!(r.matches_object_labels(&serde_json::json!({"kind": "Scale"})));
+        r.label_selector = Some(sel(&[("tier", "web")], vec![]));
+        assert!(!r.matches_object_labels(&serde_json::json!({"kind": "Scale"})));
+        // Non-string label values count as absent.
+        assert!(!r.matches_labels(&serde_json::json!({"tier": 1})));
+    }
 }

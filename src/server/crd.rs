@@ -16,15 +16,17 @@ use std::sync::Arc;
 
 /// Watches the resources until the process ends; reconnects with backoff.
 pub async fn watch(state: Arc<AppState>) {
-    state.expect_source("crd");
-    let client = match kube::Client::try_default().await {
-        Ok(c) => c,
+    match kube::Client::try_default().await {
+        Ok(client) => watch_with(state, client).await,
         Err(e) => {
             tracing::error!(error = %e, "--watch-policies: no Kubernetes client; OwnershipPolicy resources are not watched");
             state.metrics.reload("crd", false);
-            return;
         }
-    };
+    }
+}
+
+/// Watches with a given client (tests point it at a local API server).
+pub async fn watch_with(state: Arc<AppState>, client: kube::Client) {
     let api: Api<OwnershipPolicy> = Api::all(client);
     let mut docs: BTreeMap<String, OwnershipPolicy> = BTreeMap::new();
     let mut good: BTreeMap<String, CompiledPolicy> = BTreeMap::new();

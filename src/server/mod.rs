@@ -14,7 +14,7 @@ use crate::review::{Decision, Engine, describe};
 use arc_swap::ArcSwap;
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -39,6 +39,10 @@ pub struct AppState {
     pub metrics: Metrics,
     /// False until certificates and policies are loaded, and during shutdown.
     pub ready: AtomicBool,
+    /// A shutdown signal arrived: answering, but no longer ready.
+    pub draining: AtomicBool,
+    /// `--client-ca` is configured: the review endpoints need a verified client certificate.
+    pub require_client_cert: AtomicBool,
     /// Every policy source has loaded at least once (stays true once set).
     pub policies_loaded: AtomicBool,
     /// The policies of each source (`files`, `crd`); the snapshot is their union.
@@ -60,6 +64,8 @@ impl AppState {
             metrics,
             ready: AtomicBool::new(false),
             policies_loaded: AtomicBool::new(false),
+            require_client_cert: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             sources: Mutex::new(BTreeMap::new()),
             expected_sources: Mutex::new(vec!["files"]),
             body_timeout_ms: AtomicU64::new(BODY_TIMEOUT.as_millis() as u64),
@@ -111,7 +117,25 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), close_when_draining))
         .with_state(state)
+}
+
+/// While draining (after SIGTERM, `/readyz` false), every HTTP/1.1 response says
+/// `Connection: close`: the client then closes its keep-alive connection itself after a
+/// complete response and opens the next one to another replica, instead of racing a
+/// server-side close with its next POST (which kube-apiserver would not retry).
+async fn close_when_draining(
+    State(state): State<Arc<AppState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let http1 = req.version() < axum::http::Version::HTTP_2;
+    let mut resp = next.run(req).await;
+    if http1 && !state.ready.load(Ordering::Relaxed) && state.draining.load(Ordering::Relaxed) {
+        resp.headers_mut().insert(header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 /// The benchmark's floor: the same stack, but it only decodes the AdmissionReview and
@@ -172,15 +196,27 @@ impl Endpoint {
     }
 }
 
-async fn mutate(State(s): State<Arc<AppState>>, body: Body) -> Response {
-    handle(s, Endpoint::Mutate, body).await
+/// Whether the connection presented a client certificate that verified against
+/// `--client-ca` (set per connection by the accept loop).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientCert(pub bool);
+
+async fn mutate(State(s): State<Arc<AppState>>, cert: Option<Extension<ClientCert>>, body: Body) -> Response {
+    handle(s, Endpoint::Mutate, cert, body).await
 }
 
-async fn validate(State(s): State<Arc<AppState>>, body: Body) -> Response {
-    handle(s, Endpoint::Validate, body).await
+async fn validate(State(s): State<Arc<AppState>>, cert: Option<Extension<ClientCert>>, body: Body) -> Response {
+    handle(s, Endpoint::Validate, cert, body).await
 }
 
-async fn handle(state: Arc<AppState>, endpoint: Endpoint, body: Body) -> Response {
+async fn handle(state: Arc<AppState>, endpoint: Endpoint, cert: Option<Extension<ClientCert>>, body: Body) -> Response {
+    if state.require_client_cert.load(Ordering::Relaxed) && !cert.is_some_and(|Extension(c)| c.0) {
+        state.metrics.error(endpoint.name(), "unauthenticated");
+        return plain(
+            StatusCode::UNAUTHORIZED,
+            "a client certificate signed by the configured --client-ca is required",
+        );
+    }
     let bytes = match read_body(body, state.body_timeout()).await {
         Ok(b) => b,
         Err(resp) => {

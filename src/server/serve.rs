@@ -7,7 +7,7 @@
 //! then stops accepting and finishes every request in flight.
 
 use super::tls::{CertStore, server_config};
-use super::{AppState, app, metrics_app};
+use super::{AppState, ClientCert, app, metrics_app};
 use anyhow::Context as _;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -68,6 +68,7 @@ pub struct Bound {
 /// Binds both ports and prepares TLS.
 pub async fn bind(state: Arc<AppState>, store: Arc<CertStore>, opts: ServeOptions) -> anyhow::Result<Bound> {
     let config = server_config(store, opts.client_ca.as_deref())?;
+    state.require_client_cert.store(opts.client_ca.is_some(), Ordering::SeqCst);
     state.set_body_timeout(opts.body_timeout);
     let listener = TcpListener::bind(opts.listen).await.with_context(|| format!("cannot listen on {}", opts.listen))?;
     let metrics_listener = TcpListener::bind(opts.metrics_listen)
@@ -123,6 +124,7 @@ impl Bound {
             let accepted = tokio::select! {
                 _ = &mut shutdown, if drain_deadline.is_none() => {
                     state.ready.store(false, Ordering::SeqCst);
+                    state.draining.store(true, Ordering::SeqCst);
                     tracing::info!(drain_seconds = opts.drain.as_secs(), "shutting down: draining");
                     drain_deadline = Some(tokio::time::Instant::now() + opts.drain);
                     continue;
@@ -143,7 +145,7 @@ impl Bound {
             state.metrics.connections.inc();
             let acceptor = acceptor.clone();
             let builder = builder.clone();
-            let service = TowerToHyperService::new(router.clone());
+            let router = router.clone();
             let watcher = graceful.watcher();
             tokio::spawn(async move {
                 let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -157,6 +159,16 @@ impl Bound {
                         return;
                     }
                 };
+                // A client certificate that verified against --client-ca, made visible to the
+                // handlers, which require it for the review endpoints when one is configured.
+                let verified = ClientCert(tls.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty()));
+                let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+                    router,
+                    move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                        req.extensions_mut().insert(verified);
+                        req
+                    },
+                ));
                 let conn = builder.serve_connection(TokioIo::new(tls), service);
                 if let Err(e) = watcher.watch(conn.into_owned()).await {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");

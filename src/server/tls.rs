@@ -107,7 +107,10 @@ pub fn server_config(store: Arc<CertStore>, client_ca: Option<&Path>) -> Result<
             if roots.is_empty() {
                 return Err(TlsError::File { path: path.display().to_string(), message: "no CA certificate".into() });
             }
+            // Unauthenticated clients still complete the handshake (the kubelet's probes send
+            // no certificate); the review endpoints then refuse them (see `server::handle`).
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                .allow_unauthenticated()
                 .build()
                 .map_err(|e| TlsError::Config(e.to_string()))?;
             builder.with_client_cert_verifier(verifier)

@@ -153,6 +153,8 @@ pub struct Reply {
     pub status: u16,
     pub body: Bytes,
     pub version: hyper::Version,
+    /// The `Connection` header of the response, if any.
+    pub connection: Option<String>,
 }
 
 impl Reply {
@@ -224,8 +226,9 @@ impl ApiserverClient {
         .expect("response");
         let status = resp.status().as_u16();
         let version = resp.version();
+        let connection = resp.headers().get("connection").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let body = resp.into_body().collect().await.expect("body").to_bytes();
-        Reply { status, body, version }
+        Reply { status, body, version, connection }
     }
 
     pub async fn post(&mut self, path: &str, body: Vec<u8>) -> Reply {
