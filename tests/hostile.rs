@@ -714,3 +714,22 @@ async fn hostile_clients_do_not_disturb_normal_ones() {
     assert!(ok > 0);
     assert_still_serves(&server).await;
 }
+
+#[tokio::test]
+async fn oversized_or_too_many_headers_are_refused() {
+    let server = TestServer::start().await;
+    let review = fixture_bytes("deploy-web-create-csa-dev.json");
+    // One header of 1 MiB.
+    let mut head = request_head("/mutate", review.len());
+    head.insert_str(head.len() - 2, &format!("X-Big: {}\r\n", "a".repeat(1024 * 1024)));
+    let answer = raw_exchange(&server, &[head.as_bytes(), &review].concat(), Duration::from_secs(10)).await;
+    assert_eq!(status_of(&answer), Some(431), "{}", String::from_utf8_lossy(&answer));
+    // 1,000 headers.
+    let mut head = request_head("/mutate", review.len());
+    let many: String = (0..1000).map(|i| format!("X-H{i}: v\r\n")).collect();
+    head.insert_str(head.len() - 2, &many);
+    let answer = raw_exchange(&server, &[head.as_bytes(), &review].concat(), Duration::from_secs(10)).await;
+    assert_eq!(status_of(&answer), Some(431), "{}", String::from_utf8_lossy(&answer));
+    assert_still_serves(&server).await;
+    server.stop().await;
+}

@@ -7,6 +7,9 @@
 //! * the diff of an object with itself is empty;
 //! * every path the diff prints parses back to the same path.
 
+#[path = "support/checks.rs"]
+mod checks;
+
 use hallmark::admission::Review;
 use hallmark::config::Settings;
 use hallmark::ownership::diff::{DiffOptions, ListKeys, diff};
@@ -451,4 +454,47 @@ proptest! {
             }
         }
     }
+}
+
+/// Inputs the fuzzers found (after the fix), and every captured review, through the fuzz
+/// targets' checks: `tests/data/crashers/<target>/*`.
+#[test]
+fn fuzz_crashers_and_fixtures_pass_the_fuzz_checks() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/crashers");
+    let mut replayed = 0;
+    for target in checks::TARGETS {
+        let Ok(entries) = std::fs::read_dir(root.join(target)) else { continue };
+        let mut files: Vec<_> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+        files.sort();
+        for file in files {
+            let data = std::fs::read(&file).expect("read crasher");
+            let outcome = std::panic::catch_unwind(|| checks::run(target, &data));
+            assert!(outcome.is_ok(), "{} fails {target} again", file.display());
+            replayed += 1;
+        }
+    }
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures");
+    let mut reviews = 0;
+    for entry in std::fs::read_dir(&fixtures).expect("fixtures").filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".json") || name.ends_with(".after.json") {
+            continue;
+        }
+        let data = std::fs::read(entry.path()).expect("fixture");
+        checks::review_decode(&data);
+        checks::mutate(&data);
+        let v: Value = serde_json::from_slice(&data).expect("json");
+        if let (Some(old), Some(new)) = (v["request"].get("oldObject"), v["request"].get("object")) {
+            let pair = format!("{old}\n{new}");
+            checks::diff_pair(pair.as_bytes());
+            for o in [old, new] {
+                for e in o.pointer("/metadata/managedFields").and_then(Value::as_array).into_iter().flatten() {
+                    checks::fieldsv1_decode(e["fieldsV1"].to_string().as_bytes());
+                }
+            }
+        }
+        reviews += 1;
+    }
+    assert!(reviews > 30, "the fixtures were read");
+    println!("replayed {replayed} crashers and {reviews} fixtures");
 }
