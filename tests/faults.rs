@@ -285,11 +285,11 @@ async fn slot(shared: Arc<Shared>, n: usize) {
     let mut i = n;
     while !shared.stop.load(Ordering::SeqCst) {
         // A connection the server closed is replaced, with one to a ready instance.
-        if let Some((_, c)) = conn.as_mut() {
-            if !c.usable().await {
-                f.closed_by_server.fetch_add(1, Ordering::Relaxed);
-                conn = None;
-            }
+        if let Some((_, c)) = conn.as_mut()
+            && !c.usable().await
+        {
+            f.closed_by_server.fetch_add(1, Ordering::Relaxed);
+            conn = None;
         }
         if conn.is_none() {
             let ready: Vec<usize> = (0..2).filter(|&k| shared.ready[k].load(Ordering::SeqCst)).collect();
@@ -332,10 +332,12 @@ async fn slot(shared: Arc<Shared>, n: usize) {
                         shared.errors.lock().expect("errors").push(format!("instance {k} {path}: {e}"));
                     }
                 }
-                if let Some(at) = *shared.rotated_at.lock().expect("rotated") {
-                    if *k == 0 && c.born < at {
-                        f.old_conn_after_rotation.fetch_add(1, Ordering::Relaxed);
-                    }
+                let rotated_at = *shared.rotated_at.lock().expect("rotated");
+                if let Some(at) = rotated_at
+                    && *k == 0
+                    && c.born < at
+                {
+                    f.old_conn_after_rotation.fetch_add(1, Ordering::Relaxed);
                 }
                 if a.close {
                     conn = None;
