@@ -202,23 +202,19 @@ pub fn settings(args: &ProvenanceArgs) -> Result<Settings, String> {
     Ok(s)
 }
 
-fn load_policies(paths: &[PathBuf]) -> Result<PolicySet, String> {
-    if paths.is_empty() {
-        return Ok(PolicySet::default());
+/// The settings and the policies that `serve` and `check` start from.
+fn inputs(args: &ProvenanceArgs) -> Result<(Settings, PolicySet), String> {
+    let settings = settings(args)?;
+    if args.policies.is_empty() {
+        return Ok((settings, PolicySet::default()));
     }
-    load_paths(paths).map(|policies| PolicySet { policies }).map_err(|e| e.to_string())
+    let policies = load_paths(&args.policies).map_err(|e| e.to_string())?;
+    Ok((settings, PolicySet { policies }))
 }
 
 async fn serve(args: ServeArgs) -> i32 {
-    let settings = match settings(&args.provenance) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_BAD_INPUT;
-        }
-    };
-    let policies = match load_policies(&args.provenance.policies) {
-        Ok(p) => p,
+    let (settings, policies) = match inputs(&args.provenance) {
+        Ok(i) => i,
         Err(e) => {
             eprintln!("error: {e}");
             return EXIT_BAD_INPUT;
@@ -399,15 +395,8 @@ pub fn plural(kind: &str) -> String {
 }
 
 fn check(args: CheckArgs) -> i32 {
-    let settings = match settings(&args.provenance) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_BAD_INPUT;
-        }
-    };
-    let policies = match load_policies(&args.provenance.policies) {
-        Ok(p) => p,
+    let (settings, policies) = match inputs(&args.provenance) {
+        Ok(i) => i,
         Err(e) => {
             eprintln!("error: {e}");
             return EXIT_BAD_INPUT;

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod metrics;
 pub mod ownership;
+pub mod plugin;
 pub mod policy;
 pub mod provenance;
 pub mod review;

@@ -94,7 +94,10 @@ impl Engine {
         };
         let channel = if self.is_gitops(req, policies) {
             Channel::Gitops
-        } else if req.operation == Operation::Update && verdict::evaluate(req, &changes, policies).is_break_glass() {
+        } else if req.operation == Operation::Update
+            && policies.effective().any(|p| p.break_glass.contains(&req.user_info.username, &req.user_info.groups))
+            && verdict::evaluate(req, &changes, policies).is_break_glass()
+        {
             Channel::BreakGlass
         } else {
             Channel::Push

@@ -106,10 +106,14 @@ pub fn evaluate(req: &AdmissionRequest, changes: &[Change<'_>], policies: &Polic
     } else {
         (req.kind.group.as_str(), req.kind.kind.as_str())
     };
-    let meta = |o: &Value, f: &str| o.get("metadata").and_then(|m| m.get(f)).and_then(Value::as_object).cloned();
-    let old_labels = meta(old, "labels");
-    let new_labels = req.object.as_ref().and_then(|o| meta(o, "labels"));
-    let source = gitops_source(old);
+    fn labels(o: &Value) -> Option<&Map<String, Value>> {
+        o.get("metadata").and_then(|m| m.get("labels")).and_then(Value::as_object)
+    }
+    let old_labels = labels(old);
+    let new_labels = req.object.as_ref().and_then(labels);
+    // Only needed for messages; most writes have none.
+    let source_cell = std::cell::OnceCell::new();
+    let source = || source_cell.get_or_init(|| gitops_source(old));
     // A Secret's values are never repeated in a message (the writer may not read them).
     let secret = !scale && group.is_empty() && kind == "Secret";
 
@@ -127,13 +131,13 @@ pub fn evaluate(req: &AdmissionRequest, changes: &[Change<'_>], policies: &Polic
                     let message = if break_glass {
                         format!(
                             "break-glass: {what} is managed by {} (field manager {manager}); deleting it is allowed for {}, recorded as channel=break-glass. Remove it from Git too, or the next reconcile recreates it",
-                            owner_text(policy, &source),
+                            owner_text(policy, source()),
                             user.username
                         )
                     } else {
                         format!(
                             "{what} is managed by {} (field manager {manager}); delete it there",
-                            owner_text(policy, &source)
+                            owner_text(policy, source())
                         )
                     };
                     verdict.findings.push(Finding {
@@ -153,22 +157,22 @@ pub fn evaluate(req: &AdmissionRequest, changes: &[Change<'_>], policies: &Polic
 
         // Explicit rules.
         for rule in &policy.rules {
-            if !rule_applies(
-                rule,
-                group,
-                kind,
-                &req.resource.resource,
-                req.namespace(),
-                scale,
-                &old_labels,
-                &new_labels,
-            ) {
+            if !rule_applies(rule, group, kind, &req.resource.resource, req.namespace(), scale, old_labels, new_labels)
+            {
                 continue;
             }
             for change in changes {
                 if rule.fields.iter().any(|p| overlaps(p.segments(), change.path.segments())) {
-                    let change = &redact(change, secret);
-                    push_finding(&mut verdict, policy, rule.action, break_glass, change, None, &source, &user.username);
+                    push_finding(
+                        &mut verdict,
+                        policy,
+                        rule.action,
+                        break_glass,
+                        &redact(change, secret),
+                        None,
+                        source(),
+                        &user.username,
+                    );
                 }
             }
         }
@@ -199,7 +203,7 @@ pub fn evaluate(req: &AdmissionRequest, changes: &[Change<'_>], policies: &Polic
                         break_glass,
                         &redact(change, secret),
                         Some(manager),
-                        &source,
+                        source(),
                         &user.username,
                     );
                 }
@@ -230,8 +234,8 @@ fn rule_applies(
     resource: &str,
     namespace: Option<&str>,
     scale: bool,
-    old_labels: &Option<Map<String, Value>>,
-    new_labels: &Option<Map<String, Value>>,
+    old_labels: Option<&Map<String, Value>>,
+    new_labels: Option<&Map<String, Value>>,
 ) -> bool {
     if !rule.matches_kind(group, kind, resource) || !rule.matches_namespace(namespace) {
         return false;
@@ -245,8 +249,7 @@ fn rule_applies(
         return true;
     }
     let empty = Map::new();
-    rule.matches_labels(old_labels.as_ref().unwrap_or(&empty))
-        || rule.matches_labels(new_labels.as_ref().unwrap_or(&empty))
+    rule.matches_labels(old_labels.unwrap_or(&empty)) || rule.matches_labels(new_labels.unwrap_or(&empty))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -1,0 +1,156 @@
+//! The object a `kubectl apply` of a manifest over the live object would leave, for
+//! `check`: the manifest laid over the live object (maps merged, keyed lists merged by
+//! key, other values replaced), and what the previous apply set but the manifest no
+//! longer has removed (kubectl's three-way merge against
+//! `kubectl.kubernetes.io/last-applied-configuration`).
+//!
+//! An approximation of strategic merge: good enough to see which fields a write changes,
+//! which is what ownership and the stamp's history are about.
+
+use serde_json::{Map, Value};
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// `live` after applying `manifest`.
+pub fn apply(live: &Value, manifest: &Value) -> Value {
+    let last: Option<Value> = live
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(LAST_APPLIED))
+        .and_then(Value::as_str)
+        .and_then(|s| serde_json::from_str(s).ok());
+    merge(live, manifest, last.as_ref(), "")
+}
+
+fn merge(live: &Value, manifest: &Value, last: Option<&Value>, field: &str) -> Value {
+    match (live, manifest) {
+        (Value::Object(l), Value::Object(m)) => {
+            let mut out: Map<String, Value> = l.clone();
+            for (k, mv) in m {
+                if mv.is_null() {
+                    out.remove(k);
+                    continue;
+                }
+                let merged = match l.get(k) {
+                    Some(lv) => merge(lv, mv, last.and_then(|x| x.get(k)), k),
+                    None => mv.clone(),
+                };
+                out.insert(k.clone(), merged);
+            }
+            if let Some(Value::Object(last)) = last {
+                for k in last.keys() {
+                    if !m.contains_key(k) {
+                        out.remove(k);
+                    }
+                }
+            }
+            Value::Object(out)
+        }
+        (Value::Array(l), Value::Array(m)) => match list_keys(field, m) {
+            Some(keys) => merge_keyed(l, m, last.and_then(Value::as_array), keys),
+            None => manifest.clone(),
+        },
+        _ => manifest.clone(),
+    }
+}
+
+/// The merge key fields of a list, by its field name (the standard Kubernetes ones).
+fn list_keys(field: &str, elements: &[Value]) -> Option<&'static [&'static str]> {
+    if !elements.iter().all(Value::is_object) {
+        return None;
+    }
+    Some(match field {
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "env"
+        | "imagePullSecrets"
+        | "resourceClaims" => &["name"],
+        "volumeMounts" => &["mountPath"],
+        "volumeDevices" => &["devicePath"],
+        "ports" if elements.iter().any(|e| e.get("containerPort").is_some()) => &["containerPort"],
+        "ports" => &["port"],
+        "hostAliases" => &["ip"],
+        "topologySpreadConstraints" => &["topologyKey", "whenUnsatisfiable"],
+        "conditions" => &["type"],
+        _ => return None,
+    })
+}
+
+fn same_key(a: &Value, b: &Value, keys: &[&str]) -> bool {
+    keys.iter().all(|k| a.get(*k) == b.get(*k))
+}
+
+fn merge_keyed(live: &[Value], manifest: &[Value], last: Option<&Vec<Value>>, keys: &[&str]) -> Value {
+    let mut out: Vec<Value> = live.to_vec();
+    for m in manifest {
+        let previous = last.and_then(|l| l.iter().find(|e| same_key(e, m, keys)));
+        match out.iter_mut().find(|e| same_key(e, m, keys)) {
+            Some(existing) => *existing = merge(existing, m, previous, ""),
+            None => out.push(m.clone()),
+        }
+    }
+    if let Some(last) = last {
+        out.retain(|e| {
+            let applied_before = last.iter().any(|x| same_key(x, e, keys));
+            let still_applied = manifest.iter().any(|x| same_key(x, e, keys));
+            !applied_before || still_applied
+        });
+    }
+    Value::Array(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_manifest_is_laid_over_the_live_object_and_keyed_lists_merge_by_key() {
+        let live = json!({"metadata": {"name": "web", "uid": "u", "labels": {"a": "1"}},
+            "spec": {"replicas": 2, "template": {"spec": {"containers": [
+                {"name": "web", "image": "web:1", "imagePullPolicy": "IfNotPresent",
+                 "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]},
+                {"name": "sidecar", "image": "side:1"}]}}},
+            "status": {"replicas": 2}});
+        let manifest = json!({"metadata": {"name": "web", "labels": {"b": "2"}},
+            "spec": {"template": {"spec": {"containers": [
+                {"name": "web", "image": "web:2", "env": [{"name": "A", "value": "9"}]}]}}}});
+        let out = apply(&live, &manifest);
+        assert_eq!(out["metadata"], json!({"name": "web", "uid": "u", "labels": {"a": "1", "b": "2"}}));
+        assert_eq!(out["spec"]["replicas"], 2);
+        assert_eq!(out["status"], json!({"replicas": 2}));
+        let containers = &out["spec"]["template"]["spec"]["containers"];
+        assert_eq!(
+            containers[0],
+            json!({"name": "web", "image": "web:2", "imagePullPolicy": "IfNotPresent",
+                   "env": [{"name": "A", "value": "9"}, {"name": "B", "value": "2"}]})
+        );
+        assert_eq!(containers[1]["name"], "sidecar");
+    }
+
+    #[test]
+    fn what_the_last_apply_set_and_the_manifest_dropped_is_removed() {
+        let last = json!({"metadata": {"labels": {"a": "1", "gone": "x"}},
+            "spec": {"template": {"spec": {"containers": [{"name": "web", "env": [{"name": "OLD", "value": "1"}]}]}}}});
+        let live = json!({"metadata": {"labels": {"a": "1", "gone": "x", "other": "kept"},
+                "annotations": {LAST_APPLIED: last.to_string()}},
+            "spec": {"template": {"spec": {"containers": [{"name": "web",
+                "env": [{"name": "OLD", "value": "1"}, {"name": "INJECTED", "value": "2"}]}]}}}});
+        let manifest = json!({"metadata": {"labels": {"a": "1"}},
+            "spec": {"template": {"spec": {"containers": [{"name": "web", "env": []}]}}}});
+        let out = apply(&live, &manifest);
+        assert_eq!(out["metadata"]["labels"], json!({"a": "1", "other": "kept"}));
+        assert_eq!(
+            out["spec"]["template"]["spec"]["containers"][0]["env"],
+            json!([{"name": "INJECTED", "value": "2"}])
+        );
+    }
+
+    #[test]
+    fn unkeyed_lists_and_scalars_are_replaced_and_null_removes() {
+        let live = json!({"spec": {"args": ["a", "b"], "paused": true, "x": 1}});
+        let manifest = json!({"spec": {"args": ["c"], "paused": null}});
+        assert_eq!(apply(&live, &manifest), json!({"spec": {"args": ["c"], "x": 1}}));
+    }
+}

@@ -1,0 +1,19 @@
+//! `kubectl-hallmark`, the kubectl plugin: `show`, `owners`, `check` and `list`.
+//!
+//! Rendering and grouping are pure functions over the objects as the API server returns
+//! them (`serde_json::Value`), tested with recorded responses; [`cluster`] and
+//! [`discovery`] are the thin shell that talks to the API server.
+
+pub mod age;
+pub mod app;
+pub mod check;
+pub mod cluster;
+pub mod discovery;
+pub mod list;
+pub mod merge;
+pub mod owners;
+pub mod show;
+pub mod stamp;
+pub mod table;
+
+pub use app::main;
