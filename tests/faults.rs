@@ -450,6 +450,12 @@ async fn rotation_policy_reload_and_sigterm_under_load_lose_no_request() {
     }
 
     // 3. SIGTERM to A: readiness goes false, the load moves to B, A exits cleanly.
+    // A keep-alive connection that stays idle through the drain (as kube-apiserver keeps up
+    // to 25): the server closes it once the drain ends, so the client sees the close
+    // before it would reuse it.
+    let mut idle = connect(a.addr, &tls).await.expect("idle connection");
+    let warm = idle.request("POST", "/validate", fixture_bytes(LOAD_VALIDATE)).await.expect("answer");
+    assert_eq!(warm.status, 200);
     let served_a_before = shared.figures.served[0].load(Ordering::SeqCst);
     let term = Instant::now();
     let status = Command::new("kill").args(["-TERM", &a.child.id().to_string()]).status().expect("kill");
@@ -463,6 +469,7 @@ async fn rotation_policy_reload_and_sigterm_under_load_lose_no_request() {
     };
     println!("A exited with {code:?} {:?} after SIGTERM", term.elapsed());
     assert_eq!(code, Some(0));
+    assert!(!idle.usable().await, "the idle connection was closed by the server, not left to fail a request");
     tokio::time::sleep(Duration::from_millis(1000)).await;
     shared.stop.store(true, Ordering::SeqCst);
     for t in tasks {
