@@ -274,9 +274,25 @@ fn answer(state: &AppState, endpoint: Endpoint, body: &[u8]) -> Response {
     };
     let req = &review.request;
     let policies = state.policies.load();
-    let decision: Decision = match endpoint {
+    // A bug must not turn into a dropped connection (which kube-apiserver would not retry):
+    // a panic is answered like any review that cannot be evaluated.
+    let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match endpoint {
         Endpoint::Mutate => state.engine.mutate(req, &policies, jiff::Timestamp::now()),
         Endpoint::Validate => state.engine.validate(req, &policies),
+    }));
+    let decision: Decision = match decided {
+        Ok(d) => d,
+        Err(_) => {
+            tracing::error!(endpoint = endpoint.name(), uid = %req.uid, "internal error while evaluating a review");
+            match endpoint {
+                Endpoint::Mutate => Decision {
+                    answer: crate::admission::Answer::allow(),
+                    outcome: "error",
+                    error: Some("internal"),
+                },
+                Endpoint::Validate => state.engine.unevaluable("internal", "internal error"),
+            }
+        }
     };
     let out = encode_response(review.api_version, &req.uid, &decision.answer);
     record(state, endpoint, req, &decision, started);
