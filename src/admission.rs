@@ -53,12 +53,36 @@ fn check_envelope(api_version: &str, kind: &str) -> Result<&'static str, ReviewE
     let version = match api_version {
         V1 => V1,
         V1BETA1 => V1BETA1,
-        other => return Err(ReviewError::ApiVersion(truncate(other, 80))),
+        other => return Err(ReviewError::ApiVersion(shown(other, |v| v.starts_with("admission.k8s.io/")))),
     };
     if kind != "AdmissionReview" {
-        return Err(ReviewError::Kind(truncate(kind, 80)));
+        return Err(ReviewError::Kind(shown(kind, |v| v.ends_with("Review"))));
     }
     Ok(version)
+}
+
+/// A request value repeated in an error message: only when it looks like what was
+/// expected (a body is not trusted to hold no secrets: a malformed one may carry a
+/// Secret's data anywhere), else a placeholder.
+fn shown(value: &str, plausible: impl Fn(&str) -> bool) -> String {
+    let tokenish = value.len() <= 64 && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"./-".contains(&b));
+    if value.is_empty() || (tokenish && plausible(value)) { value.to_owned() } else { "(not shown)".to_owned() }
+}
+
+/// serde's message without the request's value: `invalid type: string "…"` and
+/// `unknown variant `…`` quote the input (once, before the last `, expected`, which
+/// starts serde's own text).
+fn redacted(message: &str) -> String {
+    if message.starts_with("missing field") || message.starts_with("duplicate field") {
+        return message.to_owned();
+    }
+    let (got, rest) = message.split_at(message.rfind(", expected").unwrap_or(message.len()));
+    let Some(open) = got.find(['"', '`']) else {
+        return message.to_owned();
+    };
+    let quote = &got[open..=open];
+    let close = got.rfind(quote).filter(|&c| c > open).unwrap_or(got.len());
+    format!("{}{quote}…{quote}{}{rest}", &got[..open], got.get(close + 1..).unwrap_or(""))
 }
 
 /// A decoded review: the request and the version to answer in.
@@ -79,7 +103,7 @@ impl Review {
                 if let Ok(outer) = serde_json::from_slice::<OuterEnvelope>(body) {
                     check_envelope(&outer.api_version, &outer.kind)?;
                 }
-                return Err(ReviewError::Json(one_line(&e.to_string())));
+                return Err(ReviewError::Json(one_line(&redacted(&e.to_string()))));
             }
         };
         let api_version = check_envelope(&env.api_version, &env.kind)?;

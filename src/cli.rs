@@ -267,6 +267,7 @@ async fn serve(args: ServeArgs) -> i32 {
         client_ca: args.client_ca.clone(),
         drain: Duration::from_secs(args.drain_seconds),
         idle_timeout: Duration::from_secs(args.idle_timeout_seconds.max(1)),
+        ..ServeOptions::default()
     };
     let bound = match bind(state.clone(), store.clone(), opts).await {
         Ok(b) => b,

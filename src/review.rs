@@ -151,7 +151,8 @@ impl Engine {
         answer_for(&verdict, &req.user_info.username)
     }
 
-    fn unevaluable(&self, kind: &'static str, reason: &str) -> Decision {
+    /// The answer for a review that cannot be judged, as `--on-error` says.
+    pub fn unevaluable(&self, kind: &'static str, reason: &str) -> Decision {
         let answer = match self.on_error {
             OnError::Allow => {
                 let mut a = Answer::allow();

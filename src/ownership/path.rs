@@ -210,7 +210,7 @@ impl Parser {
             }
             Some('=') => {
                 self.pos += 1;
-                Segment::Value(self.json_scalar()?)
+                Segment::Value(self.json_value()?)
             }
             Some('"') => {
                 let name = self.json_string()?;
@@ -396,6 +396,24 @@ impl Parser {
             self.pos += 1;
         }
         Ok(value)
+    }
+
+    /// The value of a set element after `[=`: a JSON scalar, or a JSON object or array (a
+    /// set of atomic maps or lists, which managedFields writes as `v:{...}`), as compact
+    /// JSON with sorted keys, the text the managedFields decoder stores.
+    fn json_value(&mut self) -> Result<String, PathError> {
+        if !matches!(self.peek(), Some('{' | '[')) {
+            return self.json_scalar();
+        }
+        let rest: String = self.chars[self.pos..].iter().collect();
+        let mut values = serde_json::Deserializer::from_str(&rest).into_iter::<serde_json::Value>();
+        match values.next() {
+            Some(Ok(value)) => {
+                self.pos += rest[..values.byte_offset()].chars().count();
+                Ok(value.to_string())
+            }
+            _ => Err(self.error("expected a JSON value after '='")),
+        }
     }
 
     /// A JSON scalar after `[=`; returns its canonical JSON text (strings re-encoded,

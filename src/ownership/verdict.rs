@@ -114,6 +114,8 @@ pub fn evaluate(req: &AdmissionRequest, changes: &[Change<'_>], policies: &Polic
     // Only needed for messages; most writes have none.
     let source_cell = std::cell::OnceCell::new();
     let source = || source_cell.get_or_init(|| gitops_source(old));
+    // A Secret's values are never repeated in a message (the writer may not read them).
+    let secret = !scale && group.is_empty() && kind == "Secret";
 
     for policy in policies.effective() {
         if is_reconciler(policy, user) {
@@ -166,7 +168,7 @@ pub fn evaluate(req: &AdmissionRequest, changes: &[Change<'_>], policies: &Polic
                         policy,
                         rule.action,
                         break_glass,
-                        change,
+                        &redact(change, secret),
                         None,
                         source(),
                         &user.username,
@@ -199,7 +201,7 @@ pub fn evaluate(req: &AdmissionRequest, changes: &[Change<'_>], policies: &Polic
                         policy,
                         policy.managed_fields,
                         break_glass,
-                        change,
+                        &redact(change, secret),
                         Some(manager),
                         source(),
                         &user.username,
@@ -209,6 +211,19 @@ pub fn evaluate(req: &AdmissionRequest, changes: &[Change<'_>], policies: &Polic
         }
     }
     verdict
+}
+
+/// The change with its values replaced by a placeholder when they must not be shown
+/// (a Secret's fields other than its metadata).
+fn redact<'a>(change: &Change<'a>, secret: bool) -> Change<'a> {
+    static HIDDEN: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| Value::String("(secret)".into()));
+    let metadata = matches!(change.path.segments().first(), Some(super::path::Segment::Field(f)) if f == "metadata");
+    let hide = secret && !metadata;
+    if !hide {
+        return change.clone();
+    }
+    let hidden: &'static Value = &HIDDEN;
+    Change { path: change.path.clone(), old: change.old.map(|_| hidden), new: change.new.map(|_| hidden) }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -21,7 +21,7 @@ use axum::routing::{get, post};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Request bodies up to this size are accepted (an UPDATE carries two objects of up to
@@ -49,6 +49,9 @@ pub struct AppState {
     sources: Mutex<BTreeMap<&'static str, Vec<CompiledPolicy>>>,
     /// Sources that must load before the server is ready.
     expected_sources: Mutex<Vec<&'static str>>,
+    /// A client must finish sending its body within this many milliseconds (`BODY_TIMEOUT`
+    /// unless `ServeOptions::body_timeout` says otherwise).
+    body_timeout_ms: AtomicU64,
 }
 
 impl AppState {
@@ -65,7 +68,17 @@ impl AppState {
             draining: AtomicBool::new(false),
             sources: Mutex::new(BTreeMap::new()),
             expected_sources: Mutex::new(vec!["files"]),
+            body_timeout_ms: AtomicU64::new(BODY_TIMEOUT.as_millis() as u64),
         }
+    }
+
+    /// Sets how long a client may take to send its request body.
+    pub fn set_body_timeout(&self, timeout: Duration) {
+        self.body_timeout_ms.store(timeout.as_millis().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+    }
+
+    fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_timeout_ms.load(Ordering::Relaxed))
     }
 
     /// Declares a source (e.g. `crd`) that must load once before `/readyz` is true.
@@ -204,7 +217,7 @@ async fn handle(state: Arc<AppState>, endpoint: Endpoint, cert: Option<Extension
             "a client certificate signed by the configured --client-ca is required",
         );
     }
-    let bytes = match read_body(body).await {
+    let bytes = match read_body(body, state.body_timeout()).await {
         Ok(b) => b,
         Err(resp) => {
             state.metrics.error(endpoint.name(), "body");
@@ -222,8 +235,8 @@ async fn handle(state: Arc<AppState>, endpoint: Endpoint, cert: Option<Extension
     }
 }
 
-async fn read_body(body: Body) -> Result<Bytes, Response> {
-    match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY)).await {
+async fn read_body(body: Body, timeout: Duration) -> Result<Bytes, Response> {
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_BODY)).await {
         Err(_) => Err(plain(StatusCode::REQUEST_TIMEOUT, "request body was not received in time")),
         Ok(Err(e)) => {
             // axum reports an over-limit body through the error's source chain.
@@ -261,9 +274,25 @@ fn answer(state: &AppState, endpoint: Endpoint, body: &[u8]) -> Response {
     };
     let req = &review.request;
     let policies = state.policies.load();
-    let decision: Decision = match endpoint {
+    // A bug must not turn into a dropped connection (which kube-apiserver would not retry):
+    // a panic is answered like any review that cannot be evaluated.
+    let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match endpoint {
         Endpoint::Mutate => state.engine.mutate(req, &policies, jiff::Timestamp::now()),
         Endpoint::Validate => state.engine.validate(req, &policies),
+    }));
+    let decision: Decision = match decided {
+        Ok(d) => d,
+        Err(_) => {
+            tracing::error!(endpoint = endpoint.name(), uid = %req.uid, "internal error while evaluating a review");
+            match endpoint {
+                Endpoint::Mutate => Decision {
+                    answer: crate::admission::Answer::allow(),
+                    outcome: "error",
+                    error: Some("internal"),
+                },
+                Endpoint::Validate => state.engine.unevaluable("internal", "internal error"),
+            }
+        }
     };
     let out = encode_response(review.api_version, &req.uid, &decision.answer);
     record(state, endpoint, req, &decision, started);

@@ -37,6 +37,8 @@ pub struct ServeOptions {
     /// An idle keep-alive connection (or one that does not finish its headers) is closed
     /// after this long. Must outlive kube-apiserver's 90 s idle timeout.
     pub idle_timeout: Duration,
+    /// A client must finish sending a request body within this time (else 408).
+    pub body_timeout: Duration,
 }
 
 impl Default for ServeOptions {
@@ -47,6 +49,7 @@ impl Default for ServeOptions {
             client_ca: None,
             drain: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(120),
+            body_timeout: super::BODY_TIMEOUT,
         }
     }
 }
@@ -66,6 +69,7 @@ pub struct Bound {
 pub async fn bind(state: Arc<AppState>, store: Arc<CertStore>, opts: ServeOptions) -> anyhow::Result<Bound> {
     let config = server_config(store, opts.client_ca.as_deref())?;
     state.require_client_cert.store(opts.client_ca.is_some(), Ordering::SeqCst);
+    state.set_body_timeout(opts.body_timeout);
     let listener = TcpListener::bind(opts.listen).await.with_context(|| format!("cannot listen on {}", opts.listen))?;
     let metrics_listener = TcpListener::bind(opts.metrics_listen)
         .await
