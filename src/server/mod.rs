@@ -285,11 +285,9 @@ fn answer(state: &AppState, endpoint: Endpoint, body: &[u8]) -> Response {
         Err(_) => {
             tracing::error!(endpoint = endpoint.name(), uid = %req.uid, "internal error while evaluating a review");
             match endpoint {
-                Endpoint::Mutate => Decision {
-                    answer: crate::admission::Answer::allow(),
-                    outcome: "error",
-                    error: Some("internal"),
-                },
+                Endpoint::Mutate => {
+                    Decision { answer: crate::admission::Answer::allow(), outcome: "error", error: Some("internal") }
+                }
                 Endpoint::Validate => state.engine.unevaluable("internal", "internal error"),
             }
         }
