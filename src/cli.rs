@@ -363,7 +363,7 @@ pub fn request_for(
         None => (String::new(), api_version.clone()),
     };
     let kind = s("/kind").unwrap_or_default();
-    let resource = plural(&kind);
+    let resource = crate::policy::guess_resource(&kind);
     AdmissionRequest {
         uid: "hallmark-check".to_owned(),
         kind: GroupVersionKind { group: group.clone(), version: version.clone(), kind },
@@ -377,20 +377,6 @@ pub fn request_for(
         old_object: old,
         dry_run: Some(true),
         options: crate::admission::RequestOptions { field_manager },
-    }
-}
-
-/// The usual resource name of a kind (good enough for matching rules offline).
-pub fn plural(kind: &str) -> String {
-    let k = kind.to_lowercase();
-    if k.is_empty() {
-        k
-    } else if k.ends_with('s') || k.ends_with("sh") || k.ends_with("ch") || k.ends_with('x') {
-        format!("{k}es")
-    } else if let Some(stem) = k.strip_suffix('y').filter(|s| !s.ends_with(['a', 'e', 'i', 'o', 'u'])) {
-        format!("{stem}ies")
-    } else {
-        format!("{k}s")
     }
 }
 

@@ -196,6 +196,23 @@ pub fn guess_resource(kind: &str) -> String {
     }
 }
 
+/// `guess_resource(kind) == resource`, without allocating.
+fn is_guessed_resource(kind: &str, resource: &str) -> bool {
+    let lower_eq =
+        |a: &str, b: &str| a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x.to_ascii_lowercase() == y);
+    if !kind.is_ascii() {
+        return guess_resource(kind) == resource;
+    }
+    let k = kind.as_bytes();
+    if k.last().is_some_and(|c| c.eq_ignore_ascii_case(&b's')) {
+        resource.strip_suffix("es").is_some_and(|stem| lower_eq(kind, stem))
+    } else if k.last().is_some_and(|c| c.eq_ignore_ascii_case(&b'y')) {
+        resource.strip_suffix("ies").is_some_and(|stem| lower_eq(&kind[..kind.len() - 1], stem))
+    } else {
+        resource.strip_suffix('s').is_some_and(|stem| lower_eq(kind, stem))
+    }
+}
+
 impl CompiledRule {
     /// True when the rule applies to objects of this API group (`""` is core), kind
     /// (`Deployment`) and resource (`deployments`; a `/subresource` suffix is ignored).
@@ -203,15 +220,17 @@ impl CompiledRule {
     /// matching the resource lets a write to a subresource such as `scale` (whose object
     /// is a `Scale`) be matched by its parent's resource.
     pub fn matches_kind(&self, group: &str, kind: &str, resource: &str) -> bool {
+        // Runs for every rule on every write: no allocation, group first.
+        if !(self.groups.is_empty() || self.groups.iter().any(|g| g == "*" || g == group)) {
+            return false;
+        }
         let resource = resource.split('/').next().unwrap_or(resource);
-        let group_ok = self.groups.is_empty() || self.groups.iter().any(|g| g == "*" || g == group);
-        let kind_ok = self.kinds.is_empty()
+        self.kinds.is_empty()
             || self.kinds.iter().any(|k| {
                 k == "*"
                     || k.eq_ignore_ascii_case(kind)
-                    || (!resource.is_empty() && (k.eq_ignore_ascii_case(resource) || guess_resource(k) == resource))
-            });
-        group_ok && kind_ok
+                    || (!resource.is_empty() && (k.eq_ignore_ascii_case(resource) || is_guessed_resource(k, resource)))
+            })
     }
 
     /// True when the rule applies in this namespace (`None`: a cluster-scoped object,
@@ -248,6 +267,20 @@ pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn guessed_resource_check_agrees_with_guess_resource() {
+        for kind in
+            ["Deployment", "Ingress", "NetworkPolicy", "Status", "deployment", "HorizontalPodAutoscaler", "Gateway"]
+        {
+            let resource = guess_resource(kind);
+            assert!(is_guessed_resource(kind, &resource), "{kind} -> {resource}");
+            for wrong in ["deployment", "deploymentss", "ingresss", "networkpolicys", "", "s"] {
+                assert_eq!(is_guessed_resource(kind, wrong), guess_resource(kind) == wrong, "{kind} vs {wrong}");
+            }
+        }
+    }
+
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
