@@ -90,12 +90,11 @@ fn bench_core(c: &mut Criterion) {
     for b in bodies.iter().filter(|b| b.name.starts_with("update")) {
         sized(&mut g, b);
         let review = decoded(b);
-        let entries: Vec<Value> = review.request.old_object.as_ref().expect("old")["metadata"]["managedFields"]
-            .as_array()
-            .expect("managedFields")
-            .iter()
-            .map(|e| e["fieldsV1"].clone())
-            .collect();
+        let entries: Vec<Value> =
+            hallmark::ownership::managed::entries(review.request.old_object.as_ref().expect("old"))
+                .iter()
+                .filter_map(|e| e.fields().map(|f| f.into_owned()))
+                .collect();
         g.bench_function(b.name, |bench| {
             bench.iter(|| {
                 for f in &entries {

@@ -185,9 +185,11 @@ pub struct AdmissionRequest {
     pub operation: Operation,
     #[serde(default)]
     pub user_info: UserInfo,
-    #[serde(default)]
+    /// The object after the write. Its `metadata.managedFields` is kept as JSON text
+    /// (see [`crate::ownership::managed`]).
+    #[serde(default, deserialize_with = "lazy::object")]
     pub object: Option<Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lazy::object")]
     pub old_object: Option<Value>,
     #[serde(default)]
     pub dry_run: Option<bool>,
@@ -207,6 +209,101 @@ impl AdmissionRequest {
 
     pub fn namespace(&self) -> Option<&str> {
         self.namespace.as_deref().filter(|s| !s.is_empty())
+    }
+}
+
+/// Decodes an object into a `Value`, except `metadata.managedFields`, which is kept as its
+/// JSON text in a `Value::String`: it is a third of a typical review and most of the cost
+/// of building the tree, and hallmark reads only a few entries of it, rarely.
+mod lazy {
+    use serde::Deserializer;
+    use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+    use serde_json::value::RawValue;
+    use serde_json::{Map, Value};
+    use std::fmt;
+
+    pub fn object<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+        d.deserialize_option(Optional)
+    }
+
+    struct Optional;
+
+    impl<'de> Visitor<'de> for Optional {
+        type Value = Option<Value>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a Kubernetes object or null")
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            Level::Object.deserialize(d).map(Some)
+        }
+    }
+
+    /// Where in the object the decoder is: only `metadata` of the object itself is special.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Level {
+        Object,
+        Metadata,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Level {
+        type Value = Value;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Level {
+        type Value = Value;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            let mut out = Map::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let value = match (self, key.as_str()) {
+                    (Level::Object, "metadata") => map.next_value_seed(Level::Metadata)?,
+                    (Level::Metadata, "managedFields") => {
+                        Value::String(map.next_value::<Box<RawValue>>()?.get().to_owned())
+                    }
+                    _ => map.next_value::<Value>()?,
+                };
+                out.insert(key, value);
+            }
+            Ok(Value::Object(out))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Value, A::Error> {
+            serde::Deserialize::deserialize(de::value::SeqAccessDeserializer::new(seq))
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+            Ok(Value::Bool(v))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+            Ok(Value::from(v))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+            Ok(Value::from(v))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+            Ok(Value::from(v))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+            Ok(Value::String(v.to_owned()))
+        }
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+            Ok(Value::String(v))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
     }
 }
 

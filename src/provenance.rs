@@ -405,18 +405,13 @@ impl Stamper {
 /// resource) owning annotation `key`: the write itself supplied it, even when its value
 /// did not change (a server-side or client-side re-apply of the same manifest).
 fn manages_annotation(object: &Value, manager: &str, key: &str) -> bool {
-    let Some(entries) = object.pointer("/metadata/managedFields").and_then(Value::as_array) else {
-        return false;
-    };
     let field = format!("f:{key}");
-    entries.iter().any(|e| {
-        e.get("manager").and_then(Value::as_str) == Some(manager)
-            && e.get("subresource").and_then(Value::as_str).is_none_or(str::is_empty)
-            && e.get("fieldsV1")
-                .and_then(|f| f.get("f:metadata"))
-                .and_then(|f| f.get("f:annotations"))
-                .and_then(|f| f.get(&field))
-                .is_some()
+    crate::ownership::managed::entries(object).iter().any(|e| {
+        e.manager == manager
+            && e.subresource.is_empty()
+            && e.fields().is_some_and(|f| {
+                f.get("f:metadata").and_then(|m| m.get("f:annotations")).and_then(|a| a.get(&field)).is_some()
+            })
     })
 }
 

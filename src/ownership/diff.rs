@@ -58,9 +58,8 @@ impl ListKeys {
     pub fn from_objects(objs: &[&Value]) -> ListKeys {
         let mut keys = ListKeys::new();
         for obj in objs {
-            let entries = obj.get("metadata").and_then(|m| m.get("managedFields")).and_then(Value::as_array);
-            for entry in entries.into_iter().flatten() {
-                if let Some(Ok(set)) = entry.get("fieldsV1").map(FieldSet::decode) {
+            for entry in super::managed::entries(obj) {
+                if let Some(Ok(set)) = entry.fields().map(|f| FieldSet::decode(&f)) {
                     keys.learn(&set);
                 }
             }

@@ -3,5 +3,6 @@
 
 pub mod diff;
 pub mod fieldsv1;
+pub mod managed;
 pub mod path;
 pub mod verdict;

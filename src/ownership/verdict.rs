@@ -3,6 +3,7 @@
 
 use super::diff::Change;
 use super::fieldsv1::FieldSet;
+use super::managed;
 use super::path::overlaps;
 use crate::admission::{AdmissionRequest, Operation, UserInfo, truncate};
 use crate::policy::{CompiledPolicy, CompiledRule, Enforcement, PolicySet};
@@ -180,18 +181,16 @@ pub fn evaluate(req: &AdmissionRequest, changes: &[Change<'_>], policies: &Polic
         // Fields that managedFields shows a reconciler owns.
         if policy.managed_fields != Enforcement::Ignore {
             let mut sets: Vec<(String, FieldSet)> = Vec::new();
-            for entry in managed_entries(old) {
-                let manager = entry.get("manager").and_then(Value::as_str).unwrap_or("");
-                if !policy.reconciler_field_managers.iter().any(|m| m == manager) {
+            for entry in managed::entries(old) {
+                if !policy.reconciler_field_managers.iter().any(|m| *m == entry.manager)
+                    || entry.subresource == "status"
+                {
                     continue;
                 }
-                if entry.get("subresource").and_then(Value::as_str).is_some_and(|s| s == "status") {
-                    continue;
-                }
-                let Some(fields) = entry.get("fieldsV1") else { continue };
-                match FieldSet::decode(fields) {
-                    Ok(set) => sets.push((manager.to_owned(), set)),
-                    Err(e) => verdict.error = Some(format!("managedFields of {manager}: {e}")),
+                let Some(fields) = entry.fields() else { continue };
+                match FieldSet::decode(&fields) {
+                    Ok(set) => sets.push((entry.manager.to_string(), set)),
+                    Err(e) => verdict.error = Some(format!("managedFields of {}: {e}", entry.manager)),
                 }
             }
             for change in changes {
@@ -324,25 +323,20 @@ pub fn gitops_source(obj: &Value) -> Option<String> {
         let app = tracking.split(':').next().unwrap_or(tracking);
         return Some(format!("Argo CD application {}", truncate(app, 120)));
     }
-    let argo_managed =
-        managed_entries(obj).any(|e| e.get("manager").and_then(Value::as_str).is_some_and(|m| m.starts_with("argocd")));
+    let argo_managed = managed::entries(obj).iter().any(|e| e.manager.starts_with("argocd"));
     if argo_managed && let Some(app) = label("app.kubernetes.io/instance") {
         return Some(format!("Argo CD application {}", truncate(app, 120)));
     }
     None
 }
 
-fn managed_entries(obj: &Value) -> impl Iterator<Item = &Value> {
-    obj.pointer("/metadata/managedFields").and_then(Value::as_array).into_iter().flatten()
-}
-
 /// The policy's reconciler field managers that manage fields of `obj` (main resource).
-fn reconciler_managers<'a>(obj: &'a Value, policy: &CompiledPolicy) -> Vec<&'a str> {
-    managed_entries(obj)
-        .filter(|e| e.get("subresource").and_then(Value::as_str).is_none_or(str::is_empty))
-        .filter(|e| e.get("fieldsV1").and_then(Value::as_object).is_some_and(|f| !f.is_empty()))
-        .filter_map(|e| e.get("manager").and_then(Value::as_str))
-        .filter(|m| policy.reconciler_field_managers.iter().any(|r| r == m))
+fn reconciler_managers(obj: &Value, policy: &CompiledPolicy) -> Vec<String> {
+    managed::entries(obj)
+        .into_iter()
+        .filter(|e| e.subresource.is_empty() && e.has_fields())
+        .filter(|e| policy.reconciler_field_managers.iter().any(|r| *r == e.manager))
+        .map(|e| e.manager.into_owned())
         .collect()
 }
 
