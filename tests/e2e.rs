@@ -55,12 +55,31 @@ async fn config(env: &Env) -> Config {
 }
 
 async fn client_as(env: &Env, user: Option<(&str, &[&str])>) -> Client {
+    client_with_extras(env, user, &[]).await
+}
+
+async fn client_with_extras(env: &Env, user: Option<(&str, &[&str])>, extras: &[(&str, &str)]) -> Client {
     let mut cfg = config(env).await;
     if let Some((name, groups)) = user {
         cfg.auth_info.impersonate = Some(name.to_owned());
         cfg.auth_info.impersonate_groups = Some(groups.iter().map(|g| (*g).to_owned()).collect());
     }
+    if !extras.is_empty() {
+        cfg.auth_info.impersonate_user_extra =
+            Some(extras.iter().map(|(k, v)| ((*k).to_owned(), vec![(*v).to_owned()])).collect());
+    }
     Client::try_from(cfg).expect("client")
+}
+
+/// Runs the kubectl plugin against the cluster; returns (exit code, stdout + stderr).
+fn plugin(env: &Env, args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-hallmark"))
+        .args(args)
+        .args(["--kubeconfig", &env.kubeconfig])
+        .output()
+        .expect("run kubectl-hallmark");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
 }
 
 const POLICY: &str = r#"
@@ -257,4 +276,57 @@ async fn scenario(env: &Env, ns: &str) {
     let second = dev.patch("agent", &PatchParams::apply("dev-apply"), &Patch::Apply(&mine)).await.expect("re-apply");
     assert_eq!(first.metadata.resource_version, second.metadata.resource_version, "a no-op re-apply stores nothing");
     assert_eq!(annotation(&first, "hallmark.dev/applied-at"), annotation(&second, "hallmark.dev/applied-at"));
+
+    // Verified provenance from impersonation extras, and the plugin on the real objects.
+    let ci: Api<Deployment> = Api::namespaced(
+        client_with_extras(
+            env,
+            Some(("hallmark-e2e-ci", &["hallmark-e2e-devs"])),
+            &[("hallmark.dev/branch", "main"), ("hallmark.dev/commit", "abc123")],
+        )
+        .await,
+        ns,
+    );
+    let mut app = deployment(ns, "registry.example.com/app:1", "100m");
+    app["metadata"]["name"] = json!("ci-app");
+    let ci_app = ci.patch("ci-app", &PatchParams::apply("ci-apply"), &Patch::Apply(&app)).await.expect("ci apply");
+    assert_eq!(annotation(&ci_app, "hallmark.dev/trust").as_deref(), Some("verified"));
+    assert_eq!(annotation(&ci_app, "hallmark.dev/branch").as_deref(), Some("main"));
+
+    let (code, out) = plugin(env, &["show", "deploy/agent", "-n", ns]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("hallmark-e2e-dev") && out.contains("History:"), "{out}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, POLICY).expect("write policy");
+    let policy = policy.display().to_string();
+    let (code, out) = plugin(env, &["owners", "deploy/agent", "-n", ns, "--policy", &policy]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("kustomize-controller"), "{out}");
+
+    let manifest = dir.path().join("agent.yaml");
+    let mut change = deployment(ns, "registry.example.com/agent:1.1", "900m");
+    change["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"] = json!("256Mi");
+    std::fs::write(&manifest, serde_yaml::to_string(&change).expect("yaml")).expect("write manifest");
+    let (code, out) = plugin(
+        env,
+        &[
+            "check",
+            "-f",
+            &manifest.display().to_string(),
+            "--policy",
+            &policy,
+            "--as",
+            "hallmark-e2e-dev",
+            "--as-group",
+            "hallmark-e2e-devs",
+        ],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("containers[name=agent].resources.limits.cpu"), "{out}");
+
+    let (code, out) = plugin(env, &["list", "-n", ns, "--kind", "deployments", "--branch", "main"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ci-app") && !out.contains("agent "), "{out}");
 }
