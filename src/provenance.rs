@@ -123,6 +123,8 @@ impl Keys {
 /// Upper bound of a provenance value copied from a request, so that a hostile value cannot
 /// blow the object's 256 KiB annotation budget.
 const MAX_VALUE_CHARS: usize = 1024;
+/// kube-apiserver's limit on the total size of an object's annotations (keys + values).
+const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
 /// Paths a history entry names before it only counts the rest.
 const HISTORY_PATHS: usize = 8;
 
@@ -361,6 +363,27 @@ impl Stamper {
             history.extend(parse_history(old_ann.and_then(|m| m.get(&self.keys.history))));
             history.truncate(self.settings.history);
             desired.push((&self.keys.history, serde_json::to_string(&history).unwrap_or_default()));
+        }
+
+        // The apiserver refuses objects whose annotations exceed 256 KiB in all; a stamp must
+        // never be what makes a write fail. Drop the history first, then the whole stamp.
+        let others: usize = current
+            .map(|m| {
+                m.iter()
+                    .filter(|(k, _)| !self.keys.all().any(|ours| ours == k.as_str()))
+                    .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
+                    .sum()
+            })
+            .unwrap_or(0);
+        let size = |d: &[(&str, String)]| others + d.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        if size(&desired) > MAX_ANNOTATIONS_BYTES {
+            desired.retain(|(k, _)| *k != self.keys.history);
+            warnings.push(format!("{} was left out: the object's annotations would exceed 256 KiB", self.keys.history));
+            if size(&desired) > MAX_ANNOTATIONS_BYTES {
+                desired.clear();
+                warnings.truncate(warnings.len() - 1);
+                warnings.push("hallmark did not stamp this object: its annotations would exceed 256 KiB".to_owned());
+            }
         }
 
         let ops = self.ops_for(current, &desired);
@@ -709,6 +732,32 @@ mod tests {
         assert_eq!(a["hallmark.dev/applied-by"], "ab");
         assert_eq!(a["hallmark.dev/field-manager"], "m");
         assert_eq!(a["hallmark.dev/pipeline"].as_str().map(|v| v.chars().count()), Some(MAX_VALUE_CHARS));
+    }
+
+    #[test]
+    fn a_stamp_never_pushes_annotations_over_the_apiserver_limit() {
+        let s = Stamper::new(Settings::default());
+        let big = |n: usize| json!({"big": "x".repeat(n)});
+        // Room for the stamp but not for the history: the history is left out.
+        let history =
+            json!([{"at": "t", "by": "b", "channel": "push", "trust": "none", "changed": ["x".repeat(2000)]}])
+                .to_string();
+        let mut old_ann = big(MAX_ANNOTATIONS_BYTES - 1500);
+        old_ann["hallmark.dev/history"] = json!(history);
+        let req = request("UPDATE", dev(), Some(deploy("a:1", old_ann.clone())), Some(deploy("a:2", old_ann)), None);
+        let (a, r) = run(&s, &req, Channel::Push);
+        assert!(!a.contains_key("hallmark.dev/history"));
+        assert_eq!(a["hallmark.dev/applied-by"], "dev");
+        assert!(r.warnings.iter().any(|w| w.contains("hallmark.dev/history was left out")), "{:?}", r.warnings);
+        let total: usize = a.iter().map(|(k, v)| k.len() + v.as_str().map_or(0, str::len)).sum();
+        assert!(total <= MAX_ANNOTATIONS_BYTES);
+        // No room at all: no stamp, and no stale one left behind.
+        let mut full = big(MAX_ANNOTATIONS_BYTES - 10);
+        full["hallmark.dev/applied-by"] = json!("someone-before");
+        let req = request("UPDATE", dev(), Some(deploy("a:1", full.clone())), Some(deploy("a:2", full)), None);
+        let (a, r) = run(&s, &req, Channel::Push);
+        assert!(!a.keys().any(|k| k.starts_with("hallmark.dev/")), "{:?}", a.keys().collect::<Vec<_>>());
+        assert!(r.warnings.iter().any(|w| w.contains("did not stamp")), "{:?}", r.warnings);
     }
 
     #[test]
