@@ -194,10 +194,7 @@ pub fn settings(args: &ProvenanceArgs) -> Result<Settings, String> {
         s.set_prefix(prefix.clone()).map_err(|e| e.to_string())?;
     }
     if let Some(h) = args.history {
-        if h > crate::config::MAX_HISTORY {
-            return Err(format!("--history: {h} is more than the maximum of {}", crate::config::MAX_HISTORY));
-        }
-        s.history = h;
+        s.set_history(h).map_err(|why| format!("--history: {why}"))?;
     }
     Ok(s)
 }

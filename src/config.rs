@@ -108,13 +108,7 @@ impl Settings {
             s.annotation_prefix = prefix;
         }
         if let Some(h) = file.history {
-            if h > MAX_HISTORY {
-                return Err(ConfigError(format!(
-                    "{source}{}: history: {h} is more than the maximum of {MAX_HISTORY}",
-                    at("history")
-                )));
-            }
-            s.history = h;
+            s.set_history(h).map_err(|why| ConfigError(format!("{source}{}: history: {why}", at("history"))))?;
         }
         if let Some(p) = file.provenance {
             if let Some(d) = p.declarers {
@@ -128,6 +122,15 @@ impl Settings {
             s.reconcilers = r.into();
         }
         Ok(s)
+    }
+
+    /// Sets how many stamps the history keeps (`history`, `--history`).
+    pub fn set_history(&mut self, history: usize) -> Result<(), String> {
+        if history > MAX_HISTORY {
+            return Err(format!("{history} is more than the maximum of {MAX_HISTORY}"));
+        }
+        self.history = history;
+        Ok(())
     }
 
     /// Applies `--annotation-prefix` (which also moves the default extra keys along).

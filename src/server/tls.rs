@@ -76,14 +76,20 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|e| TlsError::File { path: path.display().to_string(), message: e.to_string() })
 }
 
-/// Reads a certificate/key pair from files.
+/// Reads the bytes of a certificate/key pair.
+fn read_pair(cert: &Path, key: &Path) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
+    Ok((read(cert)?, read(key)?))
+}
+
+/// What a pair's files held, to notice when they change.
+fn fingerprint(cert: &[u8], key: &[u8]) -> Vec<u8> {
+    [cert, key].concat()
+}
+
+/// Reads a certificate/key pair from files; also returns their fingerprint.
 pub fn load_pair(cert: &Path, key: &Path) -> Result<(CertifiedKey, Vec<u8>), TlsError> {
-    let c = read(cert)?;
-    let k = read(key)?;
-    let ck = certified_key_from_pem(&c, &k)?;
-    let mut fingerprint = c;
-    fingerprint.extend_from_slice(&k);
-    Ok((ck, fingerprint))
+    let (c, k) = read_pair(cert, key)?;
+    Ok((certified_key_from_pem(&c, &k)?, fingerprint(&c, &k)))
 }
 
 /// The rustls configuration: TLS 1.2 and 1.3 with rustls' safe defaults, ALPN h2 and
@@ -127,40 +133,35 @@ pub async fn watch_pair(
     store: Arc<CertStore>,
     cert: PathBuf,
     key: PathBuf,
-    mut fingerprint: Vec<u8>,
+    mut last_seen: Vec<u8>,
     metrics: Arc<dyn Fn(bool) + Send + Sync>,
 ) {
     let mut last_error: Option<String> = None;
     loop {
         tokio::time::sleep(RELOAD_INTERVAL).await;
         let (c, k) = (cert.clone(), key.clone());
-        let read = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, TlsError> {
-            let mut bytes = read(&c)?;
-            bytes.extend_from_slice(&read(&k)?);
-            Ok(bytes)
-        })
-        .await;
-        let bytes = match read {
-            Ok(Ok(b)) => b,
+        let (cert_pem, key_pem) = match tokio::task::spawn_blocking(move || read_pair(&c, &k)).await {
+            Ok(Ok(pair)) => pair,
             Ok(Err(e)) => {
                 report(&mut last_error, e.to_string(), &metrics);
                 continue;
             }
             Err(_) => continue,
         };
-        if bytes == fingerprint {
+        let now = fingerprint(&cert_pem, &key_pem);
+        if now == last_seen {
             continue;
         }
-        match load_pair(&cert, &key) {
-            Ok((ck, fp)) if fp == bytes => {
+        // Parsed from the very bytes compared above: no second read that could see a
+        // rotation half done.
+        match certified_key_from_pem(&cert_pem, &key_pem) {
+            Ok(ck) => {
                 store.swap(ck);
-                fingerprint = fp;
+                last_seen = now;
                 last_error = None;
                 metrics(true);
                 tracing::info!(cert = %cert.display(), "serving certificate reloaded");
             }
-            // The files changed between the two reads (a rotation in progress): next round.
-            Ok(_) => {}
             Err(e) => report(&mut last_error, e.to_string(), &metrics),
         }
     }
