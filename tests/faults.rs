@@ -17,7 +17,7 @@ mod common;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use common::{fixture, fixture_bytes};
+use common::{fixture, fixture_bytes, free_port, write_pair, write_policy};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -33,30 +33,11 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-const POLICY: &str = r#"apiVersion: hallmark.dev/v1alpha1
-kind: OwnershipPolicy
-metadata:
-  name: platform
-spec:
-  owner:
-    name: platform-config
-    reconcilers:
-      fieldManagers: ["kustomize-controller"]
-  rules:
-    - match: {kinds: ["Deployment"]}
-      fields: ["spec.template.spec.containers[*].resources"]
-      action: ACTION
-"#;
-
 /// Changes a Git-owned CPU limit: denied under `deny`, allowed under `warn`.
 const OWNED_CPU: &str = "deploy-platform-agent-update-patch-cpu-dev-flux-owned.json";
 /// Load traffic: answers that do not depend on the policy phase.
 const LOAD_MUTATE: &str = "deploy-web-create-csa-dev.json";
 const LOAD_VALIDATE: &str = "deploy-web-update-csa-image-dev.json";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
 
 /// A `hallmark serve` process; killed if the test ends early.
 struct Instance {
@@ -90,24 +71,6 @@ fn start(name: &'static str, dir: &Path, cert: &Path, key: &Path, policy: &Path)
         .spawn()
         .expect("start hallmark");
     Instance { name, child, addr, metrics }
-}
-
-/// Writes a serving pair signed by a fresh CA, replacing each file atomically; returns the
-/// CA PEM.
-fn write_pair(cert: &Path, key: &Path) -> String {
-    let b = hallmark::certs::generate(&["localhost".into(), "127.0.0.1".into()], 1).expect("certs");
-    for (path, text) in [(key, &b.key_pem), (cert, &b.cert_pem)] {
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, text).expect("write");
-        std::fs::rename(&tmp, path).expect("rename");
-    }
-    b.ca_pem
-}
-
-fn write_policy(path: &Path, action: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, POLICY.replace("ACTION", action)).expect("write");
-    std::fs::rename(&tmp, path).expect("rename");
 }
 
 fn connector(cas: &[&str]) -> TlsConnector {

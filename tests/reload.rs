@@ -8,10 +8,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
 struct Proc {
     child: Child,
     addr: std::net::SocketAddr,
@@ -42,11 +38,8 @@ fn spawn(args: &[&str]) -> Proc {
 }
 
 /// Writes a fresh CA + pair into `dir`; returns the CA PEM.
-fn write_pair(dir: &Path) -> String {
-    let b = hallmark::certs::generate(&["localhost".into(), "127.0.0.1".into()], 1).expect("certs");
-    std::fs::write(dir.join("tls.crt"), &b.cert_pem).expect("write");
-    std::fs::write(dir.join("tls.key"), &b.key_pem).expect("write");
-    b.ca_pem
+fn write_pair_in(dir: &Path) -> String {
+    write_pair(&dir.join("tls.crt"), &dir.join("tls.key"))
 }
 
 /// Lays out a directory like a Kubernetes Secret volume: files are symlinks through
@@ -54,7 +47,7 @@ fn write_pair(dir: &Path) -> String {
 fn secret_volume(root: &Path, generation: u32) -> String {
     let data = root.join(format!("..gen{generation}"));
     std::fs::create_dir_all(&data).expect("mkdir");
-    let ca = write_pair(&data);
+    let ca = write_pair_in(&data);
     let tmp = root.join("..data_tmp");
     let _ = std::fs::remove_file(&tmp);
     std::os::unix::fs::symlink(format!("..gen{generation}"), &tmp).expect("symlink");
@@ -114,7 +107,7 @@ async fn rotated_secret_volume_certificate_is_served_without_restart() {
 #[tokio::test]
 async fn broken_new_certificate_is_refused_and_the_old_one_stays() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ca = write_pair(dir.path());
+    let ca = write_pair_in(dir.path());
     let cert = path_str(&dir.path().join("tls.crt"));
     let key = path_str(&dir.path().join("tls.key"));
     let p = spawn(&["--tls-cert", &cert, "--tls-key", &key]);
@@ -148,21 +141,6 @@ async fn metrics_text(addr: std::net::SocketAddr) -> String {
     }
 }
 
-const DENY_CPU: &str = r#"apiVersion: hallmark.dev/v1alpha1
-kind: OwnershipPolicy
-metadata:
-  name: platform
-spec:
-  owner:
-    name: platform-config
-    reconcilers:
-      fieldManagers: ["kustomize-controller"]
-  rules:
-    - match: {kinds: ["Deployment"]}
-      fields: ["spec.template.spec.containers[*].resources"]
-      action: ACTION
-"#;
-
 async fn cpu_verdict(addr: std::net::SocketAddr, ca: &str) -> bool {
     let mut c = ApiserverClient::connect(addr, ca).await;
     let r = c.post("/validate", fixture_bytes("deploy-platform-agent-update-patch-cpu-dev-flux-owned.json")).await;
@@ -172,9 +150,9 @@ async fn cpu_verdict(addr: std::net::SocketAddr, ca: &str) -> bool {
 #[tokio::test]
 async fn edited_policy_changes_the_verdict_and_an_invalid_one_is_ignored() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ca = write_pair(dir.path());
+    let ca = write_pair_in(dir.path());
     let policy = dir.path().join("policy.yaml");
-    std::fs::write(&policy, DENY_CPU.replace("ACTION", "deny")).expect("write");
+    write_policy(&policy, "deny");
     let p = spawn(&[
         "--tls-cert",
         &path_str(&dir.path().join("tls.crt")),
@@ -187,7 +165,7 @@ async fn edited_policy_changes_the_verdict_and_an_invalid_one_is_ignored() {
     assert!(!cpu_verdict(p.addr, &ca).await, "denied under the first policy");
 
     // Invalid: reported, the old verdict stays.
-    std::fs::write(&policy, DENY_CPU.replace("ACTION", "forbid")).expect("write");
+    write_policy(&policy, "forbid");
     let metrics_addr = p.metrics;
     wait_until("the invalid policy to be reported", Duration::from_secs(15), || async move {
         metrics_text(metrics_addr).await.contains(r#"hallmark_reloads_total{what="policy",result="error"}"#)
@@ -196,7 +174,7 @@ async fn edited_policy_changes_the_verdict_and_an_invalid_one_is_ignored() {
     assert!(!cpu_verdict(p.addr, &ca).await, "the last good policy stays in force");
 
     // Valid again, with warn: allowed within seconds.
-    std::fs::write(&policy, DENY_CPU.replace("ACTION", "warn")).expect("write");
+    write_policy(&policy, "warn");
     let ca2 = ca.clone();
     wait_until("the new verdict", Duration::from_secs(15), || cpu_verdict(p.addr, &ca2)).await;
 }
@@ -204,7 +182,7 @@ async fn edited_policy_changes_the_verdict_and_an_invalid_one_is_ignored() {
 #[tokio::test]
 async fn sigterm_turns_readiness_off_keeps_answering_then_exits_cleanly() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ca = write_pair(dir.path());
+    let ca = write_pair_in(dir.path());
     let mut p = spawn(&[
         "--tls-cert",
         &path_str(&dir.path().join("tls.crt")),

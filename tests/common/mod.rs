@@ -271,3 +271,44 @@ pub fn stamp(obj: &Value) -> std::collections::BTreeMap<String, String> {
 pub fn body(review: &Value) -> Vec<u8> {
     serde_json::to_vec(review).expect("json")
 }
+
+/// A free port on 127.0.0.1 for a server the test starts as a process.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// Writes a serving pair signed by a fresh CA, replacing each file atomically; returns the
+/// CA PEM.
+pub fn write_pair(cert: &std::path::Path, key: &std::path::Path) -> String {
+    let b = hallmark::certs::generate(&["localhost".into(), "127.0.0.1".into()], 1).expect("certs");
+    for (path, text) in [(key, &b.key_pem), (cert, &b.cert_pem)] {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text).expect("write");
+        std::fs::rename(&tmp, path).expect("rename");
+    }
+    b.ca_pem
+}
+
+/// A policy under which Flux owns every container's resources of Deployments; `action`
+/// is `deny`, `warn` or anything else (an invalid policy).
+pub const FLUX_CPU_POLICY: &str = r#"apiVersion: hallmark.dev/v1alpha1
+kind: OwnershipPolicy
+metadata:
+  name: platform
+spec:
+  owner:
+    name: platform-config
+    reconcilers:
+      fieldManagers: ["kustomize-controller"]
+  rules:
+    - match: {kinds: ["Deployment"]}
+      fields: ["spec.template.spec.containers[*].resources"]
+      action: ACTION
+"#;
+
+/// Writes [`FLUX_CPU_POLICY`] with `action`, replacing the file atomically.
+pub fn write_policy(path: &std::path::Path, action: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, FLUX_CPU_POLICY.replace("ACTION", action)).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
