@@ -118,6 +118,9 @@ pub fn evaluate(req: &AdmissionRequest, changes: &[Change<'_>], policies: &Polic
     // A Secret's values are never repeated in a message (the writer may not read them).
     let secret = !scale && group.is_empty() && kind == "Secret";
 
+    let entries_cell = std::cell::OnceCell::new();
+    let mut decoded: std::collections::HashMap<usize, Option<Result<FieldSet, super::fieldsv1::FieldsV1Error>>> =
+        std::collections::HashMap::new();
     for policy in policies.effective() {
         if is_reconciler(policy, user) {
             continue;
@@ -180,21 +183,31 @@ pub fn evaluate(req: &AdmissionRequest, changes: &[Change<'_>], policies: &Polic
 
         // Fields that managedFields shows a reconciler owns.
         if policy.managed_fields != Enforcement::Ignore {
-            let mut sets: Vec<(String, FieldSet)> = Vec::new();
-            for entry in managed::entries(old) {
-                if !policy.reconciler_field_managers.iter().any(|m| *m == entry.manager)
-                    || entry.subresource == "status"
-                {
-                    continue;
+            // Read managedFields once and decode each entry at most once, whatever the
+            // number of policies that name its manager.
+            let entries = entries_cell.get_or_init(|| managed::entries(old));
+            let wanted: Vec<usize> = (0..entries.len())
+                .filter(|&i| {
+                    policy.reconciler_field_managers.iter().any(|m| *m == entries[i].manager)
+                        && entries[i].subresource != "status"
+                })
+                .collect();
+            for &i in &wanted {
+                if let std::collections::hash_map::Entry::Vacant(slot) = decoded.entry(i) {
+                    slot.insert(entries[i].fields().map(|f| FieldSet::decode(&f)));
                 }
-                let Some(fields) = entry.fields() else { continue };
-                match FieldSet::decode(&fields) {
-                    Ok(set) => sets.push((entry.manager.to_string(), set)),
-                    Err(e) => verdict.error = Some(format!("managedFields of {}: {e}", entry.manager)),
+            }
+            let mut sets: Vec<(&str, &FieldSet)> = Vec::new();
+            for &i in &wanted {
+                match decoded.get(&i) {
+                    Some(Some(Ok(set))) => sets.push((&entries[i].manager, set)),
+                    Some(Some(Err(e))) => verdict.error = Some(format!("managedFields of {}: {e}", entries[i].manager)),
+                    _ => {}
                 }
             }
             for change in changes {
                 if let Some((manager, _)) = sets.iter().find(|(_, s)| s.touches(change.path.segments())) {
+                    let manager: &str = manager;
                     push_finding(
                         &mut verdict,
                         policy,
@@ -537,6 +550,20 @@ spec:
         assert!(judge(&req, &policies("deny")).findings.is_empty());
         let req = request("CREATE", json!({"username": "dev"}), Value::Null, object("750m", "low", 3), None);
         assert!(judge(&req, &policies("deny")).findings.is_empty());
+    }
+
+    #[test]
+    fn several_policies_judge_the_same_managed_fields() {
+        let second = POLICY.replace("MF", "warn").replace("metadata: {name: p}", "metadata: {name: q}");
+        let mut all = parse_documents(&POLICY.replace("MF", "deny"), "p.yaml").expect("valid");
+        all.extend(parse_documents(&second, "q.yaml").expect("valid"));
+        let set = PolicySet::new(all);
+        let req =
+            request("UPDATE", json!({"username": "dev"}), object("500m", "low", 2), object("500m", "low", 3), None);
+        let v = judge(&req, &set);
+        assert!(v.is_denied(), "{v:?}");
+        assert_eq!(v.findings.len(), 1, "one finding per field, the strongest: {v:?}");
+        assert_eq!(v.findings[0].path, "spec.replicas");
     }
 
     #[test]
