@@ -1,11 +1,10 @@
 #!/bin/sh
 # Builds the seed corpora of the fuzz targets from the captured kube-apiserver reviews
-# (/work/shared/fixtures, or $FIXTURES) into fuzz/corpus/<target>/. Needs python3.
+# (tests/fixtures of this repository, or $FIXTURES) into fuzz/corpus/<target>/. Needs python3.
 # Idempotent: files are named by content hash; existing corpus entries are kept.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
-fixtures=${FIXTURES:-$here/../../shared/fixtures}
-[ -d "$fixtures" ] || fixtures=/work/shared/fixtures
+fixtures=${FIXTURES:-$here/../tests/fixtures}
 exec python3 - "$fixtures" "$here/corpus" <<'PY'
 import glob, hashlib, json, os, sys
 

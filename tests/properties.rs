@@ -473,7 +473,7 @@ fn fuzz_crashers_and_fixtures_pass_the_fuzz_checks() {
             replayed += 1;
         }
     }
-    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures");
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let mut reviews = 0;
     for entry in std::fs::read_dir(&fixtures).expect("fixtures").filter_map(Result::ok) {
         let name = entry.file_name().to_string_lossy().into_owned();

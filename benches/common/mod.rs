@@ -1,6 +1,6 @@
 //! Request bodies shared by `benches/load.rs` and `benches/core.rs`: realistic
 //! AdmissionReviews built in-process from the captured kube-apiserver fixtures in
-//! `../shared/fixtures` (relative to the crate root), and the policies they are judged by.
+//! `tests/fixtures`, and the policies they are judged by.
 //!
 //! Every body is compact JSON ending in a newline, as kube-apiserver sends it. A body has
 //! one placeholder `request.uid` whose 36 bytes are overwritten per request (`Body::with_uid`),
@@ -15,7 +15,7 @@ use std::path::PathBuf;
 pub const UID_PLACEHOLDER: &str = "00000000-0000-4000-8000-000000000000";
 
 pub fn fixtures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
 pub fn fixture_bytes(name: &str) -> Vec<u8> {

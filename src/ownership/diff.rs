@@ -578,7 +578,7 @@ pub(crate) mod test_support {
     }
 
     pub(crate) fn fixtures_dir() -> &'static str {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures")
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures")
     }
 
     pub(crate) fn fixture(name: &str) -> Value {

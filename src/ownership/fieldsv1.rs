@@ -555,7 +555,7 @@ mod tests {
 
     #[test]
     fn every_captured_managed_fields_entry_decodes() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures");
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
         let mut decoded = 0;
         for file in std::fs::read_dir(dir).expect("fixtures dir") {
             let file = file.expect("dir entry").path();
