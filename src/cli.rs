@@ -95,6 +95,19 @@ pub struct ServeArgs {
     /// Seconds an idle keep-alive connection stays open (must exceed the apiserver's 90).
     #[arg(long, env = "HALLMARK_IDLE_TIMEOUT_SECONDS", default_value_t = 120)]
     pub idle_timeout_seconds: u64,
+    /// Seconds a client has to send a request's headers, counted from the connection's
+    /// start or from the first byte of the request (an idle keep-alive connection waits
+    /// for --idle-timeout-seconds instead). Slow or stalled clients are closed after it.
+    #[arg(long, env = "HALLMARK_HEADER_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub header_timeout_seconds: u64,
+    /// Open connections at most; past it a new connection gets a 503 and is closed.
+    #[arg(long, env = "HALLMARK_MAX_CONNECTIONS", default_value_t = crate::server::serve::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Milliseconds /validate waits for the parent of a scale write (Deployment,
+    /// StatefulSet, ReplicaSet) from the Kubernetes API; a failed read is answered as
+    /// --on-error says.
+    #[arg(long, env = "HALLMARK_PARENT_LOOKUP_TIMEOUT_MS", default_value_t = 2000)]
+    pub parent_lookup_timeout_ms: u64,
     /// Log format.
     #[arg(long, env = "HALLMARK_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -264,8 +277,22 @@ async fn serve(args: ServeArgs) -> i32 {
         client_ca: args.client_ca.clone(),
         drain: Duration::from_secs(args.drain_seconds),
         idle_timeout: Duration::from_secs(args.idle_timeout_seconds.max(1)),
+        header_timeout: Duration::from_secs(args.header_timeout_seconds.max(1)),
+        max_connections: args.max_connections.max(1),
         ..ServeOptions::default()
     };
+    // The parents of scale writes are read through the API (RBAC: get on deployments,
+    // statefulsets, replicasets). Without a client, such writes follow --on-error.
+    match kube::Client::try_default().await {
+        Ok(client) => state.set_parent_lookup(crate::server::parents::ParentLookup::new(
+            client,
+            Duration::from_millis(args.parent_lookup_timeout_ms.max(1)),
+        )),
+        Err(e) => tracing::info!(
+            error = %crate::admission::one_line(&e.to_string()),
+            "no Kubernetes client: scale writes that need their parent's managedFields or labels are answered as --on-error says"
+        ),
+    }
     let bound = match bind(state.clone(), store.clone(), opts).await {
         Ok(b) => b,
         Err(e) => {

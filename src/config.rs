@@ -22,6 +22,7 @@ struct ConfigFile {
     history: Option<usize>,
     provenance: Option<ProvenanceFile>,
     reconcilers: Option<SubjectsFile>,
+    system_writers: Option<SubjectsFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -58,6 +59,8 @@ pub struct Settings {
     /// Writers whose writes are `channel=gitops`, besides the policies' reconcilers and
     /// the built-in Flux / Argo CD identities.
     pub reconcilers: Subjects,
+    /// Kubernetes' own control plane: never denied, and never replacing a person's stamp.
+    pub system_writers: SystemWriters,
 }
 
 impl Default for Settings {
@@ -68,7 +71,60 @@ impl Default for Settings {
             declarers: Subjects::default(),
             extra: default_extra(DEFAULT_PREFIX),
             reconcilers: Subjects::default(),
+            system_writers: SystemWriters::default(),
         }
+    }
+}
+
+/// The users kube-apiserver authenticates Kubernetes' own control plane as: the
+/// controller manager (one identity, or with `--use-service-account-credentials`, the
+/// kubeadm default, one service account per controller in `kube-system`: namespace,
+/// garbage collector, deployment, horizontal-pod-autoscaler, ...), the scheduler, the
+/// kubelets (`system:node:<node>`), and kube-apiserver's own bootstrap writes.
+pub const DEFAULT_SYSTEM_WRITERS: [&str; 5] = [
+    "system:kube-controller-manager",
+    "system:kube-scheduler",
+    "system:apiserver",
+    "system:node:*",
+    "system:serviceaccount:kube-system:*",
+];
+
+/// Writers whose writes the ownership check never denies and whose writes do not replace
+/// a person's stamp (config key `systemWriters`). Users and groups are glob patterns
+/// (`*` any run of characters, `?` one character), compared with `userInfo.username` and
+/// `userInfo.groups`.
+///
+/// Why: with a webhook configuration that does not exclude them (hand-written, another
+/// chart, an older cluster), kube-apiserver sends the namespace controller's DELETE of
+/// every object of a deleted namespace (with no `request.name`), the garbage collector's,
+/// and the HPA's `scale` writes; denying any of them stalls namespace deletion or scaling.
+#[derive(Clone, Debug)]
+pub struct SystemWriters {
+    users: Vec<wildmatch::WildMatch>,
+    groups: Vec<wildmatch::WildMatch>,
+    /// The patterns as written (for `webhook-config` and messages).
+    pub patterns: Subjects,
+}
+
+impl Default for SystemWriters {
+    fn default() -> SystemWriters {
+        SystemWriters::new(Subjects {
+            users: DEFAULT_SYSTEM_WRITERS.iter().map(|s| s.to_string()).collect(),
+            groups: Vec::new(),
+        })
+    }
+}
+
+impl SystemWriters {
+    pub fn new(patterns: Subjects) -> SystemWriters {
+        let compile = |v: &[String]| v.iter().map(|p| wildmatch::WildMatch::new(p)).collect();
+        SystemWriters { users: compile(&patterns.users), groups: compile(&patterns.groups), patterns }
+    }
+
+    /// True when the user or one of its groups matches a pattern.
+    pub fn contains(&self, username: &str, groups: &[String]) -> bool {
+        self.users.iter().any(|u| u.matches(username))
+            || self.groups.iter().any(|g| groups.iter().any(|ug| g.matches(ug)))
     }
 }
 
@@ -120,6 +176,15 @@ impl Settings {
         }
         if let Some(r) = file.reconcilers {
             s.reconcilers = r.into();
+        }
+        if let Some(w) = file.system_writers {
+            if let Some(bad) = w.users.iter().chain(&w.groups).find(|p| p.trim().is_empty() || p.trim() != p.as_str()) {
+                return Err(ConfigError(format!(
+                    "{source}{}: systemWriters: {bad:?} is not a user or group pattern (empty, or with surrounding spaces)",
+                    at("systemWriters")
+                )));
+            }
+            s.system_writers = SystemWriters::new(w.into());
         }
         Ok(s)
     }
@@ -244,6 +309,36 @@ reconcilers:
     fn too_long_history_is_refused() {
         let err = Settings::from_yaml("history: 500\n", "c.yaml").unwrap_err();
         assert!(err.to_string().starts_with("c.yaml:1: history:"), "{err}");
+    }
+
+    #[test]
+    fn system_writers_default_to_the_control_plane_and_take_globs() {
+        let s = Settings::default();
+        let w = &s.system_writers;
+        for user in [
+            "system:kube-controller-manager",
+            "system:kube-scheduler",
+            "system:apiserver",
+            "system:node:worker-1",
+            "system:serviceaccount:kube-system:namespace-controller",
+            "system:serviceaccount:kube-system:horizontal-pod-autoscaler",
+        ] {
+            assert!(w.contains(user, &[]), "{user}");
+        }
+        for user in ["dev", "system:serviceaccount:flux-system:kustomize-controller", "system:nodes", "system:node"] {
+            assert!(!w.contains(user, &["system:authenticated".into()]), "{user}");
+        }
+        let s = Settings::from_yaml(
+            "systemWriters:\n  users: [\"system:serviceaccount:kyverno:*\"]\n  groups: [\"system:nodes\"]\n",
+            "c.yaml",
+        )
+        .expect("valid");
+        let w = &s.system_writers;
+        assert!(w.contains("system:serviceaccount:kyverno:background-controller", &[]));
+        assert!(w.contains("anyone", &["system:nodes".into()]));
+        assert!(!w.contains("system:kube-controller-manager", &[]), "the config replaces the default set");
+        let err = Settings::from_yaml("history: 1\nsystemWriters:\n  users: [\"\"]\n", "c.yaml").unwrap_err();
+        assert!(err.to_string().starts_with("c.yaml:2: systemWriters:"), "{err}");
     }
 
     #[test]

@@ -43,6 +43,12 @@ pub struct Metrics {
     pub reloads: Family<ReloadLabels, Counter>,
     pub policies: Gauge,
     pub connections: Counter,
+    /// Reviews of writes by system writers (`systemWriters`), by endpoint.
+    pub system_writes: Family<EndpointLabels, Counter>,
+    /// Connections open now.
+    pub open_connections: Gauge,
+    /// Connections refused past `--max-connections`.
+    pub connections_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -65,6 +71,9 @@ impl Metrics {
         let reloads = Family::<ReloadLabels, Counter>::default();
         let policies = Gauge::default();
         let connections = Counter::default();
+        let system_writes = Family::<EndpointLabels, Counter>::default();
+        let open_connections = Gauge::default();
+        let connections_refused = Counter::default();
         registry.register(
             "admission_requests",
             "Admission reviews answered, by endpoint and outcome",
@@ -81,7 +90,31 @@ impl Metrics {
         registry.register("reloads", "Reloads of certificates and policies, by result", reloads.clone());
         registry.register("policies", "Ownership policies in force (0 = built-in default)", policies.clone());
         registry.register("tls_connections", "TLS connections accepted", connections.clone());
-        Metrics { registry, requests, duration, patches, warnings, errors, reloads, policies, connections }
+        registry.register(
+            "system_writes",
+            "Reviews of writes by Kubernetes' own control plane (systemWriters): never denied, never stamped",
+            system_writes.clone(),
+        );
+        registry.register("open_connections", "Connections open now (TLS and HTTP)", open_connections.clone());
+        registry.register(
+            "connections_refused",
+            "Connections refused with a 503 because --max-connections were open",
+            connections_refused.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            duration,
+            patches,
+            warnings,
+            errors,
+            reloads,
+            policies,
+            connections,
+            system_writes,
+            open_connections,
+            connections_refused,
+        }
     }
 
     pub fn encode(&self) -> String {

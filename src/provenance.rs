@@ -233,12 +233,7 @@ impl Stamper {
         channel: Channel,
         now: jiff::Timestamp,
     ) -> Result<StampResult, StampError> {
-        let metadata = object.get("metadata").and_then(Value::as_object).ok_or(StampError::NoMetadata)?;
-        let current = match metadata.get("annotations") {
-            None | Some(Value::Null) => None,
-            Some(Value::Object(m)) => Some(m),
-            Some(_) => return Err(StampError::AnnotationsNotAMap),
-        };
+        let current = current_annotations(object)?;
         let old = match req.operation {
             Operation::Update => req.old_object.as_ref(),
             _ => None,
@@ -248,23 +243,7 @@ impl Stamper {
 
         if old.is_some() && changes.is_empty() {
             // A no-op write keeps the previous stamp exactly, so the apiserver stores nothing.
-            let mut desired: Vec<(&str, String)> = Vec::new();
-            for key in self.keys.all() {
-                let before = get(old_ann, key);
-                let now_value = current.and_then(|m| m.get(key));
-                if let (Some(b), Some(n)) = (before, now_value) {
-                    if n.as_str() != Some(b) {
-                        warnings.push(format!("{key} is written by hallmark: the change to it was reverted"));
-                    }
-                } else if before.is_none() && now_value.is_some() {
-                    warnings.push(format!("{key} is written by hallmark: the annotation was removed"));
-                }
-                if let Some(b) = before {
-                    desired.push((key, b.to_owned()));
-                }
-            }
-            let ops = self.ops_for(current, &desired);
-            return Ok(StampResult { ops, warnings, noop: true });
+            return Ok(self.keep_previous(current, old_ann));
         }
 
         let user = &req.user_info;
@@ -392,6 +371,36 @@ impl Stamper {
 
     /// The patch that makes hallmark's keys in `current` exactly `desired` (others removed),
     /// leaving every other annotation alone.
+    /// The patch that leaves the previous stamp (`oldObject`'s hallmark annotations) on
+    /// the object exactly: used for no-op writes and for system writers' writes, which
+    /// do not replace a person's stamp. Restoring a key the write altered or dropped
+    /// comes with a warning.
+    pub fn keep(&self, req: &AdmissionRequest, object: &Value) -> Result<StampResult, StampError> {
+        let current = current_annotations(object)?;
+        Ok(self.keep_previous(current, req.old_object.as_ref().and_then(annotations)))
+    }
+
+    fn keep_previous(&self, current: Option<&Map<String, Value>>, old_ann: Option<&Map<String, Value>>) -> StampResult {
+        let mut warnings = Vec::new();
+        let mut desired: Vec<(&str, String)> = Vec::new();
+        for key in self.keys.all() {
+            let before = get(old_ann, key);
+            let now_value = current.and_then(|m| m.get(key));
+            if let (Some(b), Some(n)) = (before, now_value) {
+                if n.as_str() != Some(b) {
+                    warnings.push(format!("{key} is written by hallmark: the change to it was reverted"));
+                }
+            } else if before.is_none() && now_value.is_some() {
+                warnings.push(format!("{key} is written by hallmark: the annotation was removed"));
+            }
+            if let Some(b) = before {
+                desired.push((key, b.to_owned()));
+            }
+        }
+        let ops = self.ops_for(current, &desired);
+        StampResult { ops, warnings, noop: true }
+    }
+
     fn ops_for(&self, current: Option<&Map<String, Value>>, desired: &[(&str, String)]) -> Vec<PatchOperation> {
         let Some(current) = current else {
             if desired.is_empty() {
@@ -436,6 +445,17 @@ fn manages_annotation(object: &Value, manager: &str, key: &str) -> bool {
                 f.get("f:metadata").and_then(|m| m.get("f:annotations")).and_then(|a| a.get(&field)).is_some()
             })
     })
+}
+
+/// `metadata.annotations` of the object being written: absent or null is `None`; a
+/// non-map cannot be stamped.
+fn current_annotations(object: &Value) -> Result<Option<&Map<String, Value>>, StampError> {
+    let metadata = object.get("metadata").and_then(Value::as_object).ok_or(StampError::NoMetadata)?;
+    match metadata.get("annotations") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(m)) => Ok(Some(m)),
+        Some(_) => Err(StampError::AnnotationsNotAMap),
+    }
 }
 
 fn get<'a>(m: Option<&'a Map<String, Value>>, key: &str) -> Option<&'a str> {

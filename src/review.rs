@@ -7,9 +7,14 @@
 use crate::admission::{AdmissionRequest, Answer, Operation};
 use crate::ownership::diff::{self, Change, DiffOptions};
 use crate::ownership::verdict::{self, Verdict};
-use crate::policy::{BUILTIN_RECONCILER_USERS, PolicySet};
+use crate::policy::{BUILTIN_RECONCILER_USERS, Enforcement, PolicySet};
 use crate::provenance::{Channel, Stamper};
 use serde_json::Value;
+
+/// The resources (group, plural) whose `scale` writes `/validate` judges with the
+/// parent's managedFields and labels, read through the API (RBAC `get` on these).
+pub const SCALE_PARENTS: [(&str, &str); 3] =
+    [("apps", "deployments"), ("apps", "statefulsets"), ("apps", "replicasets")];
 
 /// What `/validate` answers for a review it cannot judge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -24,7 +29,7 @@ pub enum OnError {
 pub struct Decision {
     pub answer: Answer,
     /// `stamped`, `unchanged`, `restored`, `skipped`, `allowed`, `warned`, `denied`,
-    /// `break-glass`, `error`.
+    /// `break-glass`, `system-writer`, `error`.
     pub outcome: &'static str,
     /// Why the review could not be evaluated (for metrics and logs, never object content).
     pub error: Option<&'static str>,
@@ -60,6 +65,49 @@ impl Engine {
         }
     }
 
+    /// Is the writer Kubernetes' own control plane (config `systemWriters`)?
+    pub fn is_system_writer(&self, req: &AdmissionRequest) -> bool {
+        self.stamper.settings.system_writers.contains(&req.user_info.username, &req.user_info.groups)
+    }
+
+    /// Does `/validate` need the parent's metadata to judge this write? True for an UPDATE
+    /// of the `scale` subresource of a Deployment, StatefulSet or ReplicaSet ([`SCALE_PARENTS`])
+    /// that changes `spec.replicas`, by a writer who is neither a system writer nor a
+    /// reconciler of some policy that would read what the Scale lacks: managedFields (a
+    /// validating webhook's Scale has none) for `managedFields: warn|deny`, or labels for
+    /// a `labelSelector` rule of this kind and namespace. The caller reads the parent and
+    /// judges [`crate::ownership::managed::scale_with_parent`]'s view instead.
+    pub fn scale_needs_parent(&self, req: &AdmissionRequest, policies: &PolicySet) -> bool {
+        let group = req.resource.group.as_str();
+        let resource = req.resource.resource.as_str();
+        if req.operation != Operation::Update
+            || req.subresource() != Some("scale")
+            || !SCALE_PARENTS.contains(&(group, resource))
+            || self.is_system_writer(req)
+        {
+            return false;
+        }
+        let (Some(old), Some(new)) = (req.old_object.as_ref(), req.object.as_ref()) else {
+            return false;
+        };
+        if old.pointer("/spec/replicas") == new.pointer("/spec/replicas") {
+            return false;
+        }
+        let has_managed_fields = old.pointer("/metadata/managedFields").is_some();
+        let has_labels = old.pointer("/metadata/labels").is_some();
+        let kind = verdict::kind_of_resource(resource);
+        policies.effective().any(|p| {
+            !verdict::is_reconciler(p, &req.user_info)
+                && ((p.managed_fields != Enforcement::Ignore && !has_managed_fields)
+                    || (!has_labels
+                        && p.rules.iter().any(|r| {
+                            r.label_selector.is_some()
+                                && r.matches_kind(group, kind, resource)
+                                && r.matches_namespace(req.namespace())
+                        })))
+        })
+    }
+
     /// Is the writer a Git reconciler (`channel=gitops`)?
     pub fn is_gitops(&self, req: &AdmissionRequest, policies: &PolicySet) -> bool {
         let user = &req.user_info;
@@ -84,6 +132,19 @@ impl Engine {
         let Some(object) = req.object.as_ref() else {
             return Decision { answer: Answer::allow(), outcome: "error", error: Some("no-object") };
         };
+        if self.is_system_writer(req) {
+            // The control plane's writes (a controller's annotation, a kubelet's update)
+            // are not provenance: the object keeps the stamp of the person who wrote it.
+            let mut answer = Answer::allow();
+            if req.operation == Operation::Update
+                && let Ok(kept) = self.stamper.keep(req, object)
+                && !kept.ops.is_empty()
+            {
+                answer.patch = serde_json::to_vec(&kept.ops).ok();
+                answer.warnings = kept.warnings;
+            }
+            return Decision::new(answer, "system-writer");
+        }
         let changes = if req.operation == Operation::Update {
             match self.changes(req) {
                 Some(c) => c,
@@ -133,6 +194,11 @@ impl Engine {
         };
         if !judged {
             return Decision::new(Answer::allow(), "skipped");
+        }
+        if self.is_system_writer(req) {
+            // Never deny the control plane: a namespace could not finish deleting, the
+            // garbage collector and the HPA would stall.
+            return Decision::new(Answer::allow(), "system-writer");
         }
         let changes = if req.operation == Operation::Update {
             match self.changes(req) {

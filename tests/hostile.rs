@@ -560,7 +560,7 @@ async fn bodies_over_8_mib_get_413_and_8_mib_is_accepted() {
 
 #[tokio::test]
 async fn a_client_that_stalls_in_its_headers_is_closed_by_the_header_timeout() {
-    let opts = ServeOptions { idle_timeout: Duration::from_secs(1), ..ServeOptions::default() };
+    let opts = ServeOptions { header_timeout: Duration::from_secs(1), ..ServeOptions::default() };
     let server = TestServer::start_with(Settings::default(), PolicySet::default(), opts).await;
     let mut tls = raw_tls(server.addr, &server.ca_pem).await;
     tls.write_all(b"POST /mutate?timeout=10s HTTP/1.1\r\nHost: localhost\r\nContent-Ty").await.expect("write");
@@ -570,7 +570,7 @@ async fn a_client_that_stalls_in_its_headers_is_closed_by_the_header_timeout() {
     let waited = started.elapsed();
     assert!(closed, "the server closes a connection whose headers never finish");
     assert!(waited >= Duration::from_millis(800), "not before the timeout: {waited:?}");
-    println!("stalled headers closed after {waited:?} (idle timeout 1 s)");
+    println!("stalled headers closed after {waited:?} (header timeout 1 s)");
     // A connection that never even starts its TLS handshake blocks nobody.
     let _silent = tokio::net::TcpStream::connect(server.addr).await.expect("connect");
     assert_still_serves(&server).await;
@@ -625,6 +625,7 @@ async fn other_methods_get_405_and_unknown_paths_404() {
 async fn hostile_clients_do_not_disturb_normal_ones() {
     let opts = ServeOptions {
         idle_timeout: Duration::from_secs(1),
+        header_timeout: Duration::from_secs(1),
         body_timeout: Duration::from_secs(1),
         ..ServeOptions::default()
     };

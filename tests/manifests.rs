@@ -1116,7 +1116,11 @@ fn config_map_holds_a_config_with_only_documented_keys() {
             assert!(v.as_array().is_some_and(|a| a.iter().all(Json::is_string)), "{at} must be a list of strings");
         }
     };
-    obj(&cfg, "", &["annotationPrefix", "history", "provenance", "reconcilers"]);
+    obj(&cfg, "", &["annotationPrefix", "history", "provenance", "reconcilers", "systemWriters"]);
+    // hallmark's own parser takes it, and the shipped system writers are the default set.
+    let settings = hallmark::config::Settings::from_yaml(text, "configmap config.yaml").expect("hallmark accepts it");
+    assert_eq!(settings.system_writers.patterns.users, hallmark::config::DEFAULT_SYSTEM_WRITERS);
+    assert!(settings.system_writers.patterns.groups.is_empty());
     if let Some(p) = cfg["annotationPrefix"].as_str() {
         assert!(p.ends_with('/'), "annotationPrefix ends with /");
     }
@@ -1148,7 +1152,7 @@ fn config_map_holds_a_config_with_only_documented_keys() {
 }
 
 #[test]
-fn cluster_role_grants_only_policy_reads_status_writes_and_events() {
+fn cluster_role_grants_only_policy_reads_status_writes_events_and_scale_parent_reads() {
     let role: ClusterRole = tree().base_one("ClusterRole");
     assert!(role.aggregation_rule.is_none());
     let mut have = BTreeSet::new();
@@ -1173,6 +1177,10 @@ fn cluster_role_grants_only_policy_reads_status_writes_and_events() {
         ("", "events", "patch"),
         ("events.k8s.io", "events", "create"),
         ("events.k8s.io", "events", "patch"),
+        // The parents of scale writes (hallmark::review::SCALE_PARENTS), get only.
+        ("apps", "deployments", "get"),
+        ("apps", "statefulsets", "get"),
+        ("apps", "replicasets", "get"),
     ]
     .iter()
     .map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string()))

@@ -90,6 +90,61 @@ pub fn entries(obj: &Value) -> Vec<Entry<'_>> {
     }
 }
 
+/// The `oldObject` of a `scale` write as a validating webhook needs it, rebuilt from the
+/// parent's metadata (a `PartialObjectMetadata`'s `metadata`: the parent Deployment,
+/// StatefulSet or ReplicaSet as kube-apiserver stores it).
+///
+/// kube-apiserver gives a *validating* webhook a `Scale` built from the parent with only
+/// name, namespace, uid, resourceVersion and creationTimestamp — no managedFields, labels
+/// or annotations (`toScaleUpdateValidation` -> `scaleFromDeployment` in
+/// `pkg/registry/apps/deployment/storage/storage.go`; StatefulSets and ReplicaSets alike;
+/// captured in `tests/fixtures/validating/deploy-platform-agent-scale-dev-flux-owned-replicas.validating.json`).
+/// A *mutating* webhook's `Scale` carries managedFields translated from the parent, where
+/// `spec.replicas` keeps its path (`f:spec.f:replicas`). This returns `scale` with:
+/// - `metadata.managedFields`: the parent's entries that own `f:spec.f:replicas` (other
+///   than `status` ones), each reduced to `{"f:spec":{"f:replicas":{}}}` — the translation
+///   the mutating view shows;
+/// - `metadata.labels` and `metadata.annotations`: the parent's (an empty map when it has
+///   none, so that a label rule is matched against the parent rather than failing closed).
+pub fn scale_with_parent(scale: &Value, parent_metadata: &Value) -> Value {
+    let mut out = scale.clone();
+    let owners: Vec<Value> = parent_metadata
+        .get("managedFields")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.get("subresource").and_then(Value::as_str) != Some("status"))
+        .filter(|e| e.pointer("/fieldsV1/f:spec/f:replicas").is_some())
+        .map(|e| {
+            let mut entry = serde_json::Map::new();
+            for key in ["manager", "operation", "apiVersion", "time", "subresource"] {
+                if let Some(v) = e.get(key) {
+                    entry.insert(key.to_owned(), v.clone());
+                }
+            }
+            entry.insert("fieldsType".to_owned(), Value::String("FieldsV1".to_owned()));
+            entry.insert("fieldsV1".to_owned(), serde_json::json!({"f:spec": {"f:replicas": {}}}));
+            Value::Object(entry)
+        })
+        .collect();
+    let map_or_empty = |key: &str| match parent_metadata.get(key) {
+        Some(Value::Object(m)) => Value::Object(m.clone()),
+        _ => Value::Object(serde_json::Map::new()),
+    };
+    if let Some(out) = out.as_object_mut() {
+        let metadata = out.entry("metadata").or_insert_with(|| Value::Object(serde_json::Map::new()));
+        if !metadata.is_object() {
+            *metadata = Value::Object(serde_json::Map::new());
+        }
+        if let Some(m) = metadata.as_object_mut() {
+            m.insert("managedFields".to_owned(), Value::Array(owners));
+            m.insert("labels".to_owned(), map_or_empty("labels"));
+            m.insert("annotations".to_owned(), map_or_empty("annotations"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +171,39 @@ mod tests {
         assert_eq!(names(&tree)[0], ("kustomize-controller".to_owned(), String::new(), true));
         assert_eq!(names(&tree)[1], ("kubectl".to_owned(), "scale".to_owned(), false));
         assert_eq!(entries(&text)[0].fields().as_deref(), Some(&json!({"f:spec": {"f:replicas": {}}})));
+    }
+
+    #[test]
+    fn a_validating_scale_gets_the_parents_replicas_owners_and_labels() {
+        let scale =
+            json!({"kind": "Scale", "metadata": {"name": "web", "namespace": "team-a"}, "spec": {"replicas": 2}});
+        let parent = json!({
+            "name": "web", "labels": {"tier": "web"}, "annotations": {"a": "b"},
+            "managedFields": [
+                {"manager": "kustomize-controller", "operation": "Apply", "apiVersion": "apps/v1",
+                 "fieldsV1": {"f:metadata": {"f:labels": {}}, "f:spec": {"f:replicas": {}, "f:template": {}}}},
+                {"manager": "kubectl-set", "operation": "Update", "fieldsV1": {"f:spec": {"f:template": {}}}},
+                {"manager": "kube-controller-manager", "operation": "Update", "subresource": "status",
+                 "fieldsV1": {"f:spec": {"f:replicas": {}}}},
+                {"manager": "kubectl", "operation": "Update", "subresource": "scale",
+                 "fieldsV1": {"f:spec": {"f:replicas": {}}}}
+            ]
+        });
+        let view = scale_with_parent(&scale, &parent);
+        let owners: Vec<(String, String)> =
+            entries(&view).iter().map(|e| (e.manager.to_string(), e.subresource.to_string())).collect();
+        assert_eq!(
+            owners,
+            [("kustomize-controller".to_owned(), String::new()), ("kubectl".to_owned(), "scale".to_owned())]
+        );
+        assert_eq!(entries(&view)[0].fields().as_deref(), Some(&json!({"f:spec": {"f:replicas": {}}})));
+        assert_eq!(view["metadata"]["labels"], json!({"tier": "web"}));
+        assert_eq!(view["metadata"]["annotations"], json!({"a": "b"}));
+        assert_eq!(view["spec"], scale["spec"], "the Scale itself is unchanged");
+        // A parent without labels gives an empty map (matched as such), not an absent one.
+        let bare = scale_with_parent(&scale, &json!({"name": "web"}));
+        assert_eq!(bare["metadata"]["labels"], json!({}));
+        assert_eq!(bare["metadata"]["managedFields"], json!([]));
     }
 
     #[test]

@@ -79,7 +79,7 @@ pub fn is_reconciler(policy: &CompiledPolicy, user: &UserInfo) -> bool {
 }
 
 /// The kind a resource's `scale` subresource belongs to, for matching rules by kind.
-fn kind_of_resource(resource: &str) -> &str {
+pub fn kind_of_resource(resource: &str) -> &str {
     match resource {
         "deployments" => "Deployment",
         "statefulsets" => "StatefulSet",
@@ -255,10 +255,12 @@ fn rule_applies(
     if rule.label_selector.is_none() {
         return true;
     }
-    // A Scale carries none of its parent's labels: a rule that selects by label is
-    // applied to every scale write of a matching kind and namespace (fail closed).
+    // A Scale carries none of its parent's labels. When the parent was read (see
+    // `managed::scale_with_parent`, which always sets `labels`), the rule matches the
+    // parent's labels; otherwise a rule that selects by label is applied to every scale
+    // write of a matching kind and namespace (fail closed).
     if scale {
-        return true;
+        return old_labels.is_none_or(|labels| rule.matches_labels(labels));
     }
     let empty = Map::new();
     rule.matches_labels(old_labels.unwrap_or(&empty)) || rule.matches_labels(new_labels.unwrap_or(&empty))

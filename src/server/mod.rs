@@ -1,6 +1,7 @@
 //! The HTTPS server: router, TLS (and its reload), health, shutdown.
 
 pub mod crd;
+pub mod parents;
 pub mod reload;
 pub mod serve;
 pub mod tls;
@@ -52,6 +53,8 @@ pub struct AppState {
     /// A client must finish sending its body within this many milliseconds (`BODY_TIMEOUT`
     /// unless `ServeOptions::body_timeout` says otherwise).
     body_timeout_ms: AtomicU64,
+    /// Reads the parent of a `scale` write (set when a Kubernetes client is available).
+    parent_lookup: std::sync::OnceLock<parents::ParentLookup>,
 }
 
 impl AppState {
@@ -69,6 +72,7 @@ impl AppState {
             sources: Mutex::new(BTreeMap::new()),
             expected_sources: Mutex::new(vec!["files"]),
             body_timeout_ms: AtomicU64::new(BODY_TIMEOUT.as_millis() as u64),
+            parent_lookup: std::sync::OnceLock::new(),
         }
     }
 
@@ -79,6 +83,11 @@ impl AppState {
 
     fn body_timeout(&self) -> Duration {
         Duration::from_millis(self.body_timeout_ms.load(Ordering::Relaxed))
+    }
+
+    /// Lets `/validate` read the parents of `scale` writes (once; later calls are ignored).
+    pub fn set_parent_lookup(&self, lookup: parents::ParentLookup) {
+        let _ = self.parent_lookup.set(lookup);
     }
 
     /// Declares a source (e.g. `crd`) that must load once before `/readyz` is true.
@@ -229,15 +238,34 @@ async fn handle(state: Arc<AppState>, endpoint: Endpoint, cert: Option<Extension
             return resp;
         }
     };
-    if bytes.len() > BLOCKING_THRESHOLD {
+    let step = if bytes.len() > BLOCKING_THRESHOLD {
         let st = state.clone();
         match tokio::task::spawn_blocking(move || answer(&st, endpoint, &bytes)).await {
-            Ok(r) => r,
-            Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+            Ok(step) => step,
+            Err(_) => return plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
         }
     } else {
         answer(&state, endpoint, &bytes)
+    };
+    match step {
+        Step::Done(response) => response,
+        Step::NeedsParent(review, started) => {
+            let parent = match state.parent_lookup.get() {
+                Some(lookup) => lookup.metadata(&review.request).await,
+                None => Err("the scale subresource's parent cannot be read: hallmark has no Kubernetes client \
+                             (in a pod it uses its service account; elsewhere KUBECONFIG)"
+                    .to_owned()),
+            };
+            finish(&state, endpoint, &review, started, Some(parent))
+        }
     }
+}
+
+/// What [`answer`] leaves to do.
+enum Step {
+    Done(Response),
+    /// A `scale` write that `/validate` judges with its parent's metadata, to be read first.
+    NeedsParent(Box<Review>, Instant),
 }
 
 async fn read_body(body: Body, timeout: Duration) -> Result<Bytes, Response> {
@@ -261,8 +289,9 @@ fn plain(status: StatusCode, text: &str) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{text}\n")).into_response()
 }
 
-/// Decodes, decides and encodes one review. Synchronous: the whole of it is CPU work.
-fn answer(state: &AppState, endpoint: Endpoint, body: &[u8]) -> Response {
+/// Decodes, decides and encodes one review. Synchronous: the whole of it is CPU work,
+/// except a `scale` write whose parent must be read first ([`Step::NeedsParent`]).
+fn answer(state: &AppState, endpoint: Endpoint, body: &[u8]) -> Step {
     let started = Instant::now();
     let review = match Review::decode(body) {
         Ok(r) => r,
@@ -274,16 +303,44 @@ fn answer(state: &AppState, endpoint: Endpoint, body: &[u8]) -> Response {
                 .get_or_create(&RequestLabels { endpoint: endpoint.name(), outcome: "malformed" })
                 .inc();
             tracing::debug!(endpoint = endpoint.name(), error = %e, "malformed review");
-            return plain(StatusCode::BAD_REQUEST, &one_line(&e.to_string()));
+            return Step::Done(plain(StatusCode::BAD_REQUEST, &one_line(&e.to_string())));
         }
     };
-    let req = &review.request;
+    if endpoint == Endpoint::Validate && state.engine.scale_needs_parent(&review.request, &state.policies.load()) {
+        return Step::NeedsParent(Box::new(review), started);
+    }
+    Step::Done(finish(state, endpoint, &review, started, None))
+}
+
+/// Decides and encodes a decoded review. `parent`: for a `scale` write, the parent's
+/// metadata as read (or why it could not be), judged in place of the bare Scale.
+fn finish(
+    state: &AppState,
+    endpoint: Endpoint,
+    review: &Review,
+    started: Instant,
+    parent: Option<Result<serde_json::Value, String>>,
+) -> Response {
     let policies = state.policies.load();
+    let with_parent;
+    let req = match (&parent, &review.request.old_object) {
+        (Some(Ok(meta)), Some(old)) => {
+            let mut r = review.request.clone();
+            r.old_object = Some(crate::ownership::managed::scale_with_parent(old, meta));
+            with_parent = r;
+            &with_parent
+        }
+        _ => &review.request,
+    };
     // A bug must not turn into a dropped connection (which kube-apiserver would not retry):
     // a panic is answered like any review that cannot be evaluated.
-    let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match endpoint {
-        Endpoint::Mutate => state.engine.mutate(req, &policies, jiff::Timestamp::now()),
-        Endpoint::Validate => state.engine.validate(req, &policies),
+    let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match (endpoint, &parent) {
+        (Endpoint::Validate, Some(Err(why))) => {
+            tracing::warn!(object = %describe(req), uid = %req.uid, error = %why, "scale write: parent not read");
+            state.engine.unevaluable("parent-lookup", why)
+        }
+        (Endpoint::Mutate, _) => state.engine.mutate(req, &policies, jiff::Timestamp::now()),
+        (Endpoint::Validate, _) => state.engine.validate(req, &policies),
     }));
     let decision: Decision = match decided {
         Ok(d) => d,
@@ -321,6 +378,17 @@ fn record(
     }
     if let Some(kind) = d.error {
         m.error(name, kind);
+    }
+    if d.outcome == "system-writer" {
+        m.system_writes.get_or_create(&EndpointLabels { endpoint: name }).inc();
+        tracing::debug!(
+            endpoint = name,
+            object = %describe(req),
+            user = %req.user_info.username,
+            operation = ?req.operation,
+            "system writer: allowed, not stamped"
+        );
+        return;
     }
     match d.outcome {
         "denied" | "break-glass" | "error" => tracing::info!(
