@@ -102,7 +102,15 @@ spec:
       fields:
         - spec.template.spec.containers[*].resources
       action: deny
+    - match:
+        groups: ["apps"]
+        kinds: ["Deployment"]
+        labelSelector: {matchLabels: {replicas-from: git}}
+      fields:
+        - spec.replicas
+      action: deny
   managedFields: warn
+  deleteProtection: true
   breakGlass:
     groups: ["hallmark-e2e-oncall"]
 "#;
@@ -137,6 +145,11 @@ async fn start_and_register(env: &Env, ns: &str) -> tokio::sync::oneshot::Sender
     let state =
         Arc::new(AppState::new(Engine::new(Stamper::new(Settings::default()), OnError::Allow), PolicySet::default()));
     state.set_policies(PolicySet { policies });
+    // Scale writes: the parent is read as the deployed hallmark reads it (RBAC get).
+    state.set_parent_lookup(hallmark::server::parents::ParentLookup::new(
+        client_as(env, None).await,
+        Duration::from_secs(2),
+    ));
     let opts = ServeOptions {
         listen: listen.parse().expect("HALLMARK_E2E_LISTEN"),
         metrics_listen: "127.0.0.1:0".parse().expect("addr"),
@@ -329,4 +342,67 @@ async fn scenario(env: &Env, ns: &str) {
     let (code, out) = plugin(env, &["list", "-n", ns, "--kind", "deployments", "--branch", "main"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("ci-app") && !out.contains("agent "), "{out}");
+}
+
+#[tokio::test]
+async fn e2e_scale_writes_and_namespace_deletion() {
+    let Some(env) = env() else { return };
+    let ns = format!("hallmark-e2e-scale-{}", std::process::id());
+    let stop = start_and_register(&env, &ns).await;
+    let result = tokio::time::timeout(Duration::from_secs(180), scale_scenario(&env, &ns)).await;
+    cleanup(&env, &ns).await;
+    let _ = stop.send(());
+    result.expect("scenario finished in time");
+}
+
+async fn scale_scenario(env: &Env, ns: &str) {
+    let flux: Api<Deployment> = Api::namespaced(client_as(env, Some(("hallmark-e2e-flux", &[]))).await, ns);
+    let dev: Api<Deployment> =
+        Api::namespaced(client_as(env, Some(("hallmark-e2e-dev", &["hallmark-e2e-devs"]))).await, ns);
+    let oncall: Api<Deployment> =
+        Api::namespaced(client_as(env, Some(("hallmark-e2e-sre", &["hallmark-e2e-oncall"]))).await, ns);
+    // Two Git-applied Deployments; only `sized` carries the label the replicas rule selects.
+    for (name, labelled) in [("sized", true), ("free", false)] {
+        let mut d = deployment(ns, "registry.example.com/agent:1.0", "100m");
+        d["metadata"]["name"] = json!(name);
+        if labelled {
+            d["metadata"]["labels"]["replicas-from"] = json!("git");
+        }
+        flux.patch(name, &PatchParams::apply("kustomize-controller").force(), &Patch::Apply(&d))
+            .await
+            .expect("reconciler apply");
+    }
+    let scale = |n: i64| Patch::Merge(json!({"spec": {"replicas": n}}));
+
+    // kubectl scale of Git-owned replicas by a developer: denied with the usual message,
+    // although a validating webhook's Scale carries no managedFields and no labels.
+    let err = dev.patch_scale("sized", &PatchParams::default(), &scale(5)).await.expect_err("denied");
+    let text = err.to_string();
+    assert!(text.contains("spec.replicas is owned by platform-e2e"), "{text}");
+    assert!(text.contains("https://git.example.com/sre/cluster-config") && text.contains("Requested 1 -> 5"), "{text}");
+    // The label rule matches only the labelled parent: `free` is managedFields: warn.
+    dev.patch_scale("free", &PatchParams::default(), &scale(2)).await.expect("unlabelled parent: allowed (warned)");
+    // The on-call SRE may: break-glass.
+    oncall.patch_scale("sized", &PatchParams::default(), &scale(3)).await.expect("break-glass scale allowed");
+
+    // Kubernetes' own controllers are never blocked: a developer may not delete the
+    // Git-managed Deployment (deleteProtection), but deleting the namespace completes —
+    // the namespace controller's collection DELETE goes through hallmark, which is
+    // registered here without the shipped matchConditions.
+    let err = dev.delete("sized", &DeleteParams::default()).await.expect_err("delete protection");
+    assert!(err.to_string().contains("delete it there"), "{err}");
+    let admin = client_as(env, None).await;
+    let namespaces: Api<Namespace> = Api::all(admin);
+    namespaces.delete(ns, &DeleteParams::default()).await.expect("delete namespace");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        match namespaces.get_opt(ns).await.expect("get namespace") {
+            None => break,
+            Some(n) => {
+                let phase = n.status.and_then(|s| s.phase).unwrap_or_default();
+                assert!(std::time::Instant::now() < deadline, "namespace {ns} still {phase} after 120 s");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
 }
