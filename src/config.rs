@@ -1,4 +1,4 @@
-//! `hallmark serve --config FILE`: the provenance settings (DESIGN.md "Configuration").
+//! `hallmark serve --config FILE`: the provenance settings (docs/reference.md "Config file").
 //!
 //! Every key is optional; unknown keys are errors; a flag given on the command line wins
 //! over the file. Errors name the file, the line and the field.

@@ -1,5 +1,5 @@
-//! Provenance: who, what and where of a write -> the stamp (DESIGN.md "Provenance
-//! annotations").
+//! Provenance: who, what and where of a write -> the stamp (docs/reference.md
+//! "Annotation keys" and "Stamping rules").
 //!
 //! Pure: a function of the request, the diff, the channel and the clock. It only ever
 //! touches `metadata.annotations`, and only hallmark's own keys.

@@ -29,7 +29,7 @@ use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
 
 // ---------------------------------------------------------------------------------------
-// The interface the manifests rely on (DESIGN.md and the `hallmark serve` flags).
+// The interface the manifests rely on (docs/reference.md and the `hallmark serve` flags).
 // ---------------------------------------------------------------------------------------
 
 /// `hallmark serve` flags and whether each takes a value.
@@ -477,7 +477,7 @@ fn check_policy_shape(doc: &Doc) {
     for k in spec.keys() {
         assert!(
             ["owner", "rules", "managedFields", "deleteProtection", "breakGlass"].contains(&k.as_str()),
-            "{}: spec.{k} is not in DESIGN.md's OwnershipPolicy",
+            "{}: spec.{k} is not in the OwnershipPolicy of docs/reference.md",
             doc.at()
         );
     }

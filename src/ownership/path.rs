@@ -4,7 +4,7 @@
 //! that the diff and the managedFields decoder produce, so that a deny message prints a
 //! changed field in exactly the syntax a policy author writes.
 //!
-//! Syntax (see DESIGN.md, "Ownership policy"):
+//! Syntax (see docs/reference.md, "Field paths"):
 //!
 //! | text | segment |
 //! |---|---|
@@ -486,7 +486,7 @@ impl Parser {
     }
 }
 
-/// Parses the path syntax of DESIGN.md.
+/// Parses the path syntax (docs/reference.md, "Field paths").
 pub fn parse(text: &str) -> Result<FieldPath, PathError> {
     let mut parser = Parser { chars: text.chars().collect(), pos: 0 };
     let path = parser.path()?;

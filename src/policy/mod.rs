@@ -102,7 +102,7 @@ pub const BUILTIN_DEFAULT_NAME: &str = "builtin-default";
 
 static BUILTIN_DEFAULT: LazyLock<CompiledPolicy> = LazyLock::new(build_builtin_default);
 
-/// The built-in default of DESIGN.md, in force when no policy is given: owner "git",
+/// The built-in default (docs/reference.md, "OwnershipPolicy"), in force when no policy is given: owner "git",
 /// the Flux and Argo CD reconcilers, `managedFields: warn`, no rules.
 pub fn builtin_default() -> CompiledPolicy {
     BUILTIN_DEFAULT.clone()
