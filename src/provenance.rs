@@ -442,8 +442,9 @@ fn get<'a>(m: Option<&'a Map<String, Value>>, key: &str) -> Option<&'a str> {
     m.and_then(|m| m.get(key)).and_then(Value::as_str)
 }
 
-/// A value copied into an annotation: one line, bounded.
-fn clean_value(v: &str) -> String {
+/// A value copied into an annotation: control characters removed, trimmed, bounded to
+/// 1024 characters (marked with `…` when cut).
+pub fn clean_value(v: &str) -> String {
     let v: String = v.chars().filter(|c| !c.is_control()).collect();
     truncate(v.trim(), MAX_VALUE_CHARS)
 }

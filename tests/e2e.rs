@@ -13,7 +13,7 @@
 mod common;
 
 use hallmark::config::Settings;
-use hallmark::policy::PolicySet;
+use hallmark::policy::{PolicySet, Subjects};
 use hallmark::provenance::Stamper;
 use hallmark::review::{Engine, OnError};
 use hallmark::server::AppState;
@@ -82,6 +82,9 @@ fn plugin(env: &Env, args: &[&str]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
+/// The CI service account of the declare case (a trusted declarer).
+const DECLARER: &str = "hallmark-e2e-deployer";
+
 const POLICY: &str = r#"
 apiVersion: hallmark.dev/v1alpha1
 kind: OwnershipPolicy
@@ -134,8 +137,10 @@ async fn start_and_register(env: &Env, ns: &str) -> tokio::sync::oneshot::Sender
     let ck = certified_key_from_pem(bundle.cert_pem.as_bytes(), bundle.key_pem.as_bytes()).expect("pair");
     let store = Arc::new(CertStore::new(ck));
     let policies = hallmark::policy::load::parse_documents(POLICY, "e2e-policy.yaml").expect("policy");
-    let state =
-        Arc::new(AppState::new(Engine::new(Stamper::new(Settings::default()), OnError::Allow), PolicySet::default()));
+    // The CI deployer of the declare case is a trusted declarer.
+    let settings =
+        Settings { declarers: Subjects { users: vec![DECLARER.to_owned()], groups: vec![] }, ..Settings::default() };
+    let state = Arc::new(AppState::new(Engine::new(Stamper::new(settings), OnError::Allow), PolicySet::default()));
     state.set_policies(PolicySet { policies });
     let opts = ServeOptions {
         listen: listen.parse().expect("HALLMARK_E2E_LISTEN"),
@@ -188,7 +193,8 @@ async fn start_and_register(env: &Env, ns: &str) -> tokio::sync::oneshot::Sender
         "subjects": [
             {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "hallmark-e2e-devs"},
             {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "hallmark-e2e-oncall"},
-            {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "hallmark-e2e-flux"}
+            {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "hallmark-e2e-flux"},
+            {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": DECLARER}
         ]
     }))
     .expect("binding");
@@ -329,4 +335,50 @@ async fn scenario(env: &Env, ns: &str) {
     let (code, out) = plugin(env, &["list", "-n", ns, "--kind", "deployments", "--branch", "main"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("ci-app") && !out.contains("agent "), "{out}");
+
+    declare_scenario(env, ns).await;
+}
+
+/// A CI service account applies `hallmark declare`'s output, made with GitHub Actions'
+/// variables: the stored stamp carries them as `trust: declared`.
+async fn declare_scenario(env: &Env, ns: &str) {
+    let mut app = deployment(ns, "registry.example.com/declared:1", "100m");
+    app["metadata"]["name"] = json!("declared-app");
+    let github = [
+        ("GITHUB_ACTIONS", "true"),
+        ("GITHUB_ACTOR", "octo-lead"),
+        ("GITHUB_SERVER_URL", "https://github.com"),
+        ("GITHUB_REPOSITORY", "acme/declared"),
+        ("GITHUB_RUN_ID", "4242"),
+        ("GITHUB_REF_NAME", "main"),
+        ("GITHUB_SHA", "0f2b6b7d3c8e9a1f4b5c6d7e8f9a0b1c2d3e4f5a"),
+    ];
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hallmark"))
+        .args(["declare", "-o", "json"])
+        .env_clear()
+        .envs(github)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run hallmark declare");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), app.to_string().as_bytes()).expect("stdin");
+    let out = child.wait_with_output().expect("declare finished");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let declared: Value = serde_json::from_slice(&out.stdout).expect("declare prints JSON");
+
+    let deployer: Api<Deployment> = Api::namespaced(client_as(env, Some((DECLARER, &[]))).await, ns);
+    let stored = deployer
+        .patch("declared-app", &PatchParams::apply("ci-deploy"), &Patch::Apply(&declared))
+        .await
+        .expect("the CI service account applies declare's output");
+    assert_eq!(annotation(&stored, "hallmark.dev/trust").as_deref(), Some("declared"));
+    assert_eq!(annotation(&stored, "hallmark.dev/applied-by").as_deref(), Some(DECLARER));
+    assert_eq!(annotation(&stored, "hallmark.dev/commit").as_deref(), Some("0f2b6b7d3c8e9a1f4b5c6d7e8f9a0b1c2d3e4f5a"));
+    assert_eq!(annotation(&stored, "hallmark.dev/branch").as_deref(), Some("main"));
+    assert_eq!(
+        annotation(&stored, "hallmark.dev/pipeline").as_deref(),
+        Some("https://github.com/acme/declared/actions/runs/4242")
+    );
+    assert_eq!(annotation(&stored, "hallmark.dev/committer").as_deref(), Some("octo-lead"));
 }

@@ -93,6 +93,9 @@ pub enum PluginCommand {
     Check(CheckArgs),
     /// List objects with their last stamp.
     List(ListArgs),
+    /// Add the declared provenance annotations from the CI environment to manifests
+    /// (stdin or -f) and print them. Needs no cluster.
+    Declare(crate::declare::DeclareArgs),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -191,6 +194,22 @@ pub fn main() -> i32 {
             return code;
         }
     };
+    if let PluginCommand::Declare(args) = &cli.command {
+        let format = match cli.global.output {
+            OutputFormat::Json => crate::declare::Format::Json,
+            OutputFormat::Yaml => crate::declare::Format::Yaml,
+            OutputFormat::Table => crate::declare::Format::Auto,
+        };
+        return crate::declare::run(
+            args,
+            cli.global.annotation_prefix.as_deref(),
+            format,
+            &crate::declare::process_env(),
+            &mut std::io::stdin().lock(),
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        );
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -252,6 +271,7 @@ pub async fn run(cli: &PluginCli, cluster: &Cluster, now: jiff::Timestamp, io: &
         }
         PluginCommand::Check(args) => check_cmd(&cli.global, cluster, args, now, &mut warnings).await,
         PluginCommand::List(args) => list_cmd(&cli.global, cluster, args, now).await,
+        PluginCommand::Declare(_) => Err(Failure::bad_input("declare runs without a cluster: call plugin::main")),
     };
     for w in &warnings {
         let _ = writeln!(io.err, "Warning: {w}");

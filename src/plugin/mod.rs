@@ -1,4 +1,4 @@
-//! `kubectl-hallmark`, the kubectl plugin: `show`, `owners`, `check` and `list`.
+//! `kubectl-hallmark`, the kubectl plugin: `show`, `owners`, `check`, `list` and `declare`.
 //!
 //! Rendering and grouping are pure functions over the objects as the API server returns
 //! them (`serde_json::Value`), tested with recorded responses; [`cluster`] and
