@@ -106,6 +106,7 @@ impl Engine {
             Ok(stamp) => {
                 let mut answer = Answer::allow();
                 answer.warnings = stamp.warnings;
+                answer.audit_annotations = stamp.audit;
                 let outcome = match (stamp.ops.is_empty(), stamp.noop) {
                     (true, _) => "unchanged",
                     (false, true) => "restored",
