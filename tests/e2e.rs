@@ -337,6 +337,59 @@ async fn scenario(env: &Env, ns: &str) {
     assert!(out.contains("ci-app") && !out.contains("agent "), "{out}");
 
     declare_scenario(env, ns).await;
+    blame_scenario(env, ns).await;
+}
+
+/// `kubectl hallmark blame`: the right write for a field changed two writes ago, and the
+/// managedFields owner for a field the history does not reach.
+async fn blame_scenario(env: &Env, ns: &str) {
+    let flux: Api<Deployment> = Api::namespaced(client_as(env, Some(("hallmark-e2e-flux", &[]))).await, ns);
+    let dev: Api<Deployment> =
+        Api::namespaced(client_as(env, Some(("hallmark-e2e-dev", &["hallmark-e2e-devs"]))).await, ns);
+    let mut git = deployment(ns, "registry.example.com/blame:1", "100m");
+    git["metadata"]["name"] = json!("blame-app");
+    flux.patch("blame-app", &PatchParams::apply("kustomize-controller").force(), &Patch::Apply(&git))
+        .await
+        .expect("reconciler creates blame-app");
+    let set = |patch: Value, manager: &str| {
+        let params = PatchParams { field_manager: Some(manager.into()), ..PatchParams::default() };
+        (params, patch)
+    };
+    // Two writes ago: the developer changes the image; then an unrelated label change.
+    let (params, patch) = set(
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "agent", "image": "registry.example.com/blame:2"}]}}}}),
+        "kubectl-set",
+    );
+    dev.patch("blame-app", &params, &Patch::Strategic(&patch)).await.expect("image change");
+    let (params, patch) = set(json!({"metadata": {"labels": {"team": "shop"}}}), "kubectl-label");
+    dev.patch("blame-app", &params, &Patch::Strategic(&patch)).await.expect("label change");
+
+    let image = "spec.template.spec.containers[name=agent].image";
+    let (code, out) = plugin(env, &["blame", "deploy/blame-app", image, "spec.replicas", "-n", ns, "-o", "json"]);
+    assert_eq!(code, 0, "{out}");
+    let doc: Value = serde_json::from_str(&out).expect("blame -o json");
+    let rows = doc["fields"].as_array().expect("fields");
+    assert_eq!(rows[0]["field"], image);
+    assert_eq!(rows[0]["source"], "history");
+    assert_eq!(rows[0]["by"], "hallmark-e2e-dev");
+    assert_eq!(rows[0]["manager"], "kubectl-set");
+    // spec.replicas was set by the reconciler's create, which is still in the history
+    // (3 writes, 5 kept): the create answers.
+    assert_eq!(rows[1]["source"], "history");
+    assert_eq!(rows[1]["operation"], "create");
+    assert_eq!(rows[1]["by"], "hallmark-e2e-flux");
+
+    // Five more writes push the create out of the history (5 kept): a field never changed
+    // since is answered from managedFields.
+    for i in 0..5 {
+        let (params, patch) = set(json!({"metadata": {"labels": {"rev": format!("r{i}")}}}), "kubectl-label");
+        dev.patch("blame-app", &params, &Patch::Strategic(&patch)).await.expect("label change");
+    }
+    let (code, out) = plugin(env, &["blame", "deploy/blame-app", "spec.replicas", "-n", ns, "-o", "json"]);
+    assert_eq!(code, 0, "{out}");
+    let doc: Value = serde_json::from_str(&out).expect("blame -o json");
+    assert_eq!(doc["fields"][0]["source"], "managedFields", "{doc}");
+    assert_eq!(doc["fields"][0]["manager"], "kustomize-controller", "{doc}");
 }
 
 /// A CI service account applies `hallmark declare`'s output, made with GitHub Actions'
