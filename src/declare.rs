@@ -37,14 +37,14 @@ pub enum Ci {
     /// `$GITHUB_SERVER_URL/$GITHUB_REPOSITORY/actions/runs/$GITHUB_RUN_ID`; branch
     /// `GITHUB_HEAD_REF` (pull requests) else `GITHUB_REF_NAME`; commit `GITHUB_SHA`;
     /// repository `$GITHUB_SERVER_URL/$GITHUB_REPOSITORY`.
-    #[value(name = "github-actions", alias = "github")]
+    #[value(name = "github-actions", alias = "github", help = "GitHub Actions (GITHUB_ACTIONS=true)")]
     GithubActions,
     /// GitLab CI/CD, "Predefined CI/CD variables reference":
     /// <https://docs.gitlab.com/ci/variables/predefined_variables/>. Recognised by
     /// `GITLAB_CI=true`. committer `GITLAB_USER_LOGIN`; pipeline `CI_PIPELINE_URL`; branch
     /// `CI_COMMIT_BRANCH`, else `CI_MERGE_REQUEST_SOURCE_BRANCH_NAME`, else
     /// `CI_COMMIT_REF_NAME`; commit `CI_COMMIT_SHA`; repository `CI_PROJECT_URL`.
-    #[value(name = "gitlab-ci", alias = "gitlab")]
+    #[value(name = "gitlab-ci", alias = "gitlab", help = "GitLab CI (GITLAB_CI=true)")]
     GitlabCi,
     /// Jenkins: the core variables (`BUILD_URL`, `BRANCH_NAME`, `CHANGE_AUTHOR`, `JENKINS_URL`;
     /// <https://www.jenkins.io/doc/book/pipeline/jenkinsfile/#using-environment-variables>,
@@ -57,6 +57,7 @@ pub enum Ci {
     /// pass `--committer`); pipeline `BUILD_URL`; branch `BRANCH_NAME`, else
     /// `GIT_LOCAL_BRANCH`, else `GIT_BRANCH` without `origin/`; commit `GIT_COMMIT`;
     /// repository `GIT_URL`.
+    #[value(help = "Jenkins (JENKINS_URL or JENKINS_HOME)")]
     Jenkins,
     /// Azure Pipelines, "Use predefined variables":
     /// <https://learn.microsoft.com/en-us/azure/devops/pipelines/build/variables>
@@ -66,7 +67,7 @@ pub enum Ci {
     /// branch `SYSTEM_PULLREQUEST_SOURCEBRANCH` (pull requests) else `BUILD_SOURCEBRANCH`,
     /// without `refs/heads/`; commit `BUILD_SOURCEVERSION`; repository
     /// `BUILD_REPOSITORY_URI`.
-    #[value(name = "azure-pipelines", alias = "azure")]
+    #[value(name = "azure-pipelines", alias = "azure", help = "Azure Pipelines (TF_BUILD=True)")]
     AzurePipelines,
     /// Bitbucket Pipelines, "Variables and secrets" / "Default variables":
     /// <https://support.atlassian.com/bitbucket-cloud/docs/variables-and-secrets/>.
@@ -75,13 +76,13 @@ pub enum Ci {
     /// pipeline `$BITBUCKET_GIT_HTTP_ORIGIN/pipelines/results/$BITBUCKET_BUILD_NUMBER`;
     /// branch `BITBUCKET_BRANCH`, else `BITBUCKET_TAG`; commit `BITBUCKET_COMMIT`;
     /// repository `BITBUCKET_GIT_HTTP_ORIGIN`, else `BITBUCKET_REPO_FULL_NAME`.
-    #[value(name = "bitbucket-pipelines", alias = "bitbucket")]
+    #[value(name = "bitbucket-pipelines", alias = "bitbucket", help = "Bitbucket Pipelines (BITBUCKET_BUILD_NUMBER)")]
     BitbucketPipelines,
     /// CircleCI, "Project values and variables" / "Built-in environment variables":
     /// <https://circleci.com/docs/reference/variables/>. Recognised by `CIRCLECI=true`.
     /// committer `CIRCLE_USERNAME`; pipeline `CIRCLE_BUILD_URL`; branch `CIRCLE_BRANCH`,
     /// else `CIRCLE_TAG`; commit `CIRCLE_SHA1`; repository `CIRCLE_REPOSITORY_URL`.
-    #[value(name = "circleci", alias = "circle")]
+    #[value(name = "circleci", alias = "circle", help = "CircleCI (CIRCLECI=true)")]
     Circleci,
     /// Buildkite, "Environment variables":
     /// <https://buildkite.com/docs/pipelines/environment_variables>. Recognised by
@@ -89,6 +90,7 @@ pub enum Ci {
     /// `BUILDKITE_BUILD_AUTHOR`; pipeline `BUILDKITE_BUILD_URL`; branch `BUILDKITE_BRANCH`,
     /// else `BUILDKITE_TAG`; commit `BUILDKITE_COMMIT` (not the placeholder `HEAD`);
     /// repository `BUILDKITE_REPO`.
+    #[value(help = "Buildkite (BUILDKITE=true)")]
     Buildkite,
 }
 
