@@ -1,4 +1,4 @@
-//! The `hallmark` command line: `serve`, `check`, `certs`, `crd`.
+//! The `hallmark` command line: `serve`, `check`, `certs`, `crd`, `declare`.
 
 use crate::admission::{AdmissionRequest, Answer, GroupVersionKind, GroupVersionResource, Operation, Review, UserInfo};
 use crate::config::Settings;
@@ -40,6 +40,28 @@ pub enum Command {
     Certs(CertsArgs),
     /// Print the OwnershipPolicy CustomResourceDefinition.
     Crd,
+    /// Add the declared provenance annotations from the CI environment to manifests
+    /// (stdin or -f) and print them: after `kustomize build`, before `kubectl apply -f -`,
+    /// or as Helm's post-renderer.
+    Declare(DeclareCliArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DeclareCliArgs {
+    #[command(flatten)]
+    pub declare: crate::declare::DeclareArgs,
+    /// Annotation prefix (default hallmark.dev/), as the webhook's.
+    #[arg(long, env = "HALLMARK_ANNOTATION_PREFIX")]
+    pub annotation_prefix: Option<String>,
+    /// Output format [default: JSON when every input is JSON, else YAML].
+    #[arg(short = 'o', long, value_enum)]
+    pub output: Option<DeclareFormat>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum DeclareFormat {
+    Yaml,
+    Json,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -174,6 +196,22 @@ pub fn run(cli: Cli) -> i32 {
         }
         Command::Check(args) => check(args),
         Command::Certs(args) => certs(args),
+        Command::Declare(args) => {
+            let format = match args.output {
+                Some(DeclareFormat::Yaml) => crate::declare::Format::Yaml,
+                Some(DeclareFormat::Json) => crate::declare::Format::Json,
+                None => crate::declare::Format::Auto,
+            };
+            crate::declare::run(
+                &args.declare,
+                args.annotation_prefix.as_deref(),
+                format,
+                &crate::declare::process_env(),
+                &mut std::io::stdin().lock(),
+                &mut std::io::stdout().lock(),
+                &mut std::io::stderr().lock(),
+            )
+        }
         Command::Crd => match crate::policy::crd_yaml() {
             Ok(y) => {
                 print!("{y}");

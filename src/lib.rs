@@ -10,6 +10,7 @@ pub mod admission;
 pub mod certs;
 pub mod cli;
 pub mod config;
+pub mod declare;
 pub mod metrics;
 pub mod ownership;
 pub mod plugin;

@@ -11,6 +11,7 @@ use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation, RemoveOperation};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 
 /// The Git fields of a stamp.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
@@ -135,6 +136,11 @@ pub struct Stamper {
     pub settings: Settings,
 }
 
+/// Paths the `changed` audit annotation names before it only counts them.
+pub const AUDIT_PATHS: usize = 20;
+/// Upper bound, in bytes, of the `changed` audit annotation's value (a JSON list).
+pub const AUDIT_CHANGED_BYTES: usize = 4096;
+
 /// The stamp of one write: the patch to `request.object` and warnings for the user.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StampResult {
@@ -142,6 +148,19 @@ pub struct StampResult {
     pub warnings: Vec<String>,
     /// True when the write changed nothing and the previous stamp was kept.
     pub noop: bool,
+    /// `response.auditAnnotations` for kube-apiserver's audit log, which it records as
+    /// `<webhook name>/<key>` (e.g. `stamp.hallmark.dev/commit`; Kubernetes
+    /// `admission/plugin/webhook/mutating/dispatcher.go` prefixes `h.Name + "/"`, and
+    /// `admission/attributes.go` `checkKeyFormat` requires the whole key to be a qualified
+    /// name: one `/`, a name part of at most 63 characters `[A-Za-z0-9][-A-Za-z0-9_.]*`).
+    ///
+    /// A stamped write: `channel`, `trust`, the Git fields it carries (`committer`,
+    /// `pipeline`, `branch`, `commit`, `repository`; cleaned, at most 1024 characters),
+    /// and for an UPDATE `changed` (a JSON list of the first [`AUDIT_PATHS`] changed paths,
+    /// at most [`AUDIT_CHANGED_BYTES`] bytes) and `changed-count` (all of them). A no-op
+    /// write: nothing, unless it tried to alter the stamp, then only `restored` (the
+    /// hallmark keys put back, comma-separated). Paths name fields, never values.
+    pub audit: BTreeMap<String, String>,
 }
 
 /// Why a request could not be stamped (it is then allowed without a patch).
@@ -366,7 +385,8 @@ impl Stamper {
         }
 
         let ops = self.ops_for(current, &desired);
-        Ok(StampResult { ops, warnings, noop: false })
+        let audit = audit_annotations(channel, trust, &git, old.is_some().then_some(changes));
+        Ok(StampResult { ops, warnings, noop: false, audit })
     }
 
     /// The patch that makes hallmark's keys in `current` exactly `desired` (others removed),
@@ -383,22 +403,31 @@ impl Stamper {
     fn keep_previous(&self, current: Option<&Map<String, Value>>, old_ann: Option<&Map<String, Value>>) -> StampResult {
         let mut warnings = Vec::new();
         let mut desired: Vec<(&str, String)> = Vec::new();
+        let mut restored: Vec<&str> = Vec::new();
         for key in self.keys.all() {
             let before = get(old_ann, key);
             let now_value = current.and_then(|m| m.get(key));
             if let (Some(b), Some(n)) = (before, now_value) {
                 if n.as_str() != Some(b) {
                     warnings.push(format!("{key} is written by hallmark: the change to it was reverted"));
+                    restored.push(key);
                 }
             } else if before.is_none() && now_value.is_some() {
                 warnings.push(format!("{key} is written by hallmark: the annotation was removed"));
+                restored.push(key);
+            } else if before.is_some() && now_value.is_none() {
+                restored.push(key);
             }
             if let Some(b) = before {
                 desired.push((key, b.to_owned()));
             }
         }
         let ops = self.ops_for(current, &desired);
-        StampResult { ops, warnings, noop: true }
+        let mut audit = BTreeMap::new();
+        if !ops.is_empty() && !restored.is_empty() {
+            audit.insert("restored".to_owned(), restored.join(","));
+        }
+        StampResult { ops, warnings, noop: true, audit }
     }
 
     fn ops_for(&self, current: Option<&Map<String, Value>>, desired: &[(&str, String)]) -> Vec<PatchOperation> {
@@ -433,6 +462,39 @@ impl Stamper {
     }
 }
 
+/// The audit annotations of a stamped write (see [`StampResult::audit`]); `changes` is
+/// `None` for a CREATE.
+pub fn audit_annotations(
+    channel: Channel,
+    trust: Trust,
+    git: &[(GitField, String)],
+    changes: Option<&[Change<'_>]>,
+) -> BTreeMap<String, String> {
+    let mut audit = BTreeMap::new();
+    audit.insert("channel".to_owned(), channel.as_str().to_owned());
+    audit.insert("trust".to_owned(), trust.as_str().to_owned());
+    for (field, value) in git {
+        audit.insert(field.name().to_owned(), clean_value(value));
+    }
+    if let Some(changes) = changes {
+        let mut listed: Vec<String> = Vec::new();
+        let mut bytes: usize = 2;
+        for change in changes.iter().take(AUDIT_PATHS) {
+            let path = change.path.to_string();
+            // The JSON text of the path, its quotes and a comma.
+            let cost = serde_json::to_string(&path).map_or(usize::MAX, |s| s.len() + 1);
+            if bytes.saturating_add(cost) > AUDIT_CHANGED_BYTES {
+                break;
+            }
+            bytes += cost;
+            listed.push(path);
+        }
+        audit.insert("changed".to_owned(), serde_json::to_string(&listed).unwrap_or_default());
+        audit.insert("changed-count".to_owned(), changes.len().to_string());
+    }
+    audit
+}
+
 /// True when `object.metadata.managedFields` shows field manager `manager` (on the main
 /// resource) owning annotation `key`: the write itself supplied it, even when its value
 /// did not change (a server-side or client-side re-apply of the same manifest).
@@ -462,8 +524,9 @@ fn get<'a>(m: Option<&'a Map<String, Value>>, key: &str) -> Option<&'a str> {
     m.and_then(|m| m.get(key)).and_then(Value::as_str)
 }
 
-/// A value copied into an annotation: one line, bounded.
-fn clean_value(v: &str) -> String {
+/// A value copied into an annotation: control characters removed, trimmed, bounded to
+/// 1024 characters (marked with `…` when cut).
+pub fn clean_value(v: &str) -> String {
     let v: String = v.chars().filter(|c| !c.is_control()).collect();
     truncate(v.trim(), MAX_VALUE_CHARS)
 }

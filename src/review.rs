@@ -142,6 +142,7 @@ impl Engine {
             {
                 answer.patch = serde_json::to_vec(&kept.ops).ok();
                 answer.warnings = kept.warnings;
+                answer.audit_annotations = kept.audit;
             }
             return Decision::new(answer, "system-writer");
         }
@@ -167,6 +168,7 @@ impl Engine {
             Ok(stamp) => {
                 let mut answer = Answer::allow();
                 answer.warnings = stamp.warnings;
+                answer.audit_annotations = stamp.audit;
                 let outcome = match (stamp.ops.is_empty(), stamp.noop) {
                     (true, _) => "unchanged",
                     (false, true) => "restored",

@@ -13,7 +13,7 @@
 mod common;
 
 use hallmark::config::Settings;
-use hallmark::policy::PolicySet;
+use hallmark::policy::{PolicySet, Subjects};
 use hallmark::provenance::Stamper;
 use hallmark::review::{Engine, OnError};
 use hallmark::server::AppState;
@@ -82,6 +82,9 @@ fn plugin(env: &Env, args: &[&str]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
+/// The CI service account of the declare case (a trusted declarer).
+const DECLARER: &str = "hallmark-e2e-deployer";
+
 const POLICY: &str = r#"
 apiVersion: hallmark.dev/v1alpha1
 kind: OwnershipPolicy
@@ -142,8 +145,10 @@ async fn start_and_register(env: &Env, ns: &str) -> tokio::sync::oneshot::Sender
     let ck = certified_key_from_pem(bundle.cert_pem.as_bytes(), bundle.key_pem.as_bytes()).expect("pair");
     let store = Arc::new(CertStore::new(ck));
     let policies = hallmark::policy::load::parse_documents(POLICY, "e2e-policy.yaml").expect("policy");
-    let state =
-        Arc::new(AppState::new(Engine::new(Stamper::new(Settings::default()), OnError::Allow), PolicySet::default()));
+    // The CI deployer of the declare case is a trusted declarer.
+    let settings =
+        Settings { declarers: Subjects { users: vec![DECLARER.to_owned()], groups: vec![] }, ..Settings::default() };
+    let state = Arc::new(AppState::new(Engine::new(Stamper::new(settings), OnError::Allow), PolicySet::default()));
     state.set_policies(PolicySet { policies });
     // Scale writes: the parent is read as the deployed hallmark reads it (RBAC get).
     state.set_parent_lookup(hallmark::server::parents::ParentLookup::new(
@@ -201,7 +206,8 @@ async fn start_and_register(env: &Env, ns: &str) -> tokio::sync::oneshot::Sender
         "subjects": [
             {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "hallmark-e2e-devs"},
             {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "hallmark-e2e-oncall"},
-            {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "hallmark-e2e-flux"}
+            {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "hallmark-e2e-flux"},
+            {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": DECLARER}
         ]
     }))
     .expect("binding");
@@ -342,6 +348,105 @@ async fn scenario(env: &Env, ns: &str) {
     let (code, out) = plugin(env, &["list", "-n", ns, "--kind", "deployments", "--branch", "main"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("ci-app") && !out.contains("agent "), "{out}");
+
+    declare_scenario(env, ns).await;
+    blame_scenario(env, ns).await;
+}
+
+/// `kubectl hallmark blame`: the right write for a field changed two writes ago, and the
+/// managedFields owner for a field the history does not reach.
+async fn blame_scenario(env: &Env, ns: &str) {
+    let flux: Api<Deployment> = Api::namespaced(client_as(env, Some(("hallmark-e2e-flux", &[]))).await, ns);
+    let dev: Api<Deployment> =
+        Api::namespaced(client_as(env, Some(("hallmark-e2e-dev", &["hallmark-e2e-devs"]))).await, ns);
+    let mut git = deployment(ns, "registry.example.com/blame:1", "100m");
+    git["metadata"]["name"] = json!("blame-app");
+    flux.patch("blame-app", &PatchParams::apply("kustomize-controller").force(), &Patch::Apply(&git))
+        .await
+        .expect("reconciler creates blame-app");
+    let set = |patch: Value, manager: &str| {
+        let params = PatchParams { field_manager: Some(manager.into()), ..PatchParams::default() };
+        (params, patch)
+    };
+    // Two writes ago: the developer changes the image; then an unrelated label change.
+    let (params, patch) = set(
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "agent", "image": "registry.example.com/blame:2"}]}}}}),
+        "kubectl-set",
+    );
+    dev.patch("blame-app", &params, &Patch::Strategic(&patch)).await.expect("image change");
+    let (params, patch) = set(json!({"metadata": {"labels": {"team": "shop"}}}), "kubectl-label");
+    dev.patch("blame-app", &params, &Patch::Strategic(&patch)).await.expect("label change");
+
+    let image = "spec.template.spec.containers[name=agent].image";
+    let (code, out) = plugin(env, &["blame", "deploy/blame-app", image, "spec.replicas", "-n", ns, "-o", "json"]);
+    assert_eq!(code, 0, "{out}");
+    let doc: Value = serde_json::from_str(&out).expect("blame -o json");
+    let rows = doc["fields"].as_array().expect("fields");
+    assert_eq!(rows[0]["field"], image);
+    assert_eq!(rows[0]["source"], "history");
+    assert_eq!(rows[0]["by"], "hallmark-e2e-dev");
+    assert_eq!(rows[0]["manager"], "kubectl-set");
+    // spec.replicas was set by the reconciler's create, which is still in the history
+    // (3 writes, 5 kept): the create answers.
+    assert_eq!(rows[1]["source"], "history");
+    assert_eq!(rows[1]["operation"], "create");
+    assert_eq!(rows[1]["by"], "hallmark-e2e-flux");
+
+    // Five more writes push the create out of the history (5 kept): a field never changed
+    // since is answered from managedFields.
+    for i in 0..5 {
+        let (params, patch) = set(json!({"metadata": {"labels": {"rev": format!("r{i}")}}}), "kubectl-label");
+        dev.patch("blame-app", &params, &Patch::Strategic(&patch)).await.expect("label change");
+    }
+    let (code, out) = plugin(env, &["blame", "deploy/blame-app", "spec.replicas", "-n", ns, "-o", "json"]);
+    assert_eq!(code, 0, "{out}");
+    let doc: Value = serde_json::from_str(&out).expect("blame -o json");
+    assert_eq!(doc["fields"][0]["source"], "managedFields", "{doc}");
+    assert_eq!(doc["fields"][0]["manager"], "kustomize-controller", "{doc}");
+}
+
+/// A CI service account applies `hallmark declare`'s output, made with GitHub Actions'
+/// variables: the stored stamp carries them as `trust: declared`.
+async fn declare_scenario(env: &Env, ns: &str) {
+    let mut app = deployment(ns, "registry.example.com/declared:1", "100m");
+    app["metadata"]["name"] = json!("declared-app");
+    let github = [
+        ("GITHUB_ACTIONS", "true"),
+        ("GITHUB_ACTOR", "octo-lead"),
+        ("GITHUB_SERVER_URL", "https://github.com"),
+        ("GITHUB_REPOSITORY", "acme/declared"),
+        ("GITHUB_RUN_ID", "4242"),
+        ("GITHUB_REF_NAME", "main"),
+        ("GITHUB_SHA", "0f2b6b7d3c8e9a1f4b5c6d7e8f9a0b1c2d3e4f5a"),
+    ];
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hallmark"))
+        .args(["declare", "-o", "json"])
+        .env_clear()
+        .envs(github)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run hallmark declare");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), app.to_string().as_bytes()).expect("stdin");
+    let out = child.wait_with_output().expect("declare finished");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let declared: Value = serde_json::from_slice(&out.stdout).expect("declare prints JSON");
+
+    let deployer: Api<Deployment> = Api::namespaced(client_as(env, Some((DECLARER, &[]))).await, ns);
+    let stored = deployer
+        .patch("declared-app", &PatchParams::apply("ci-deploy"), &Patch::Apply(&declared))
+        .await
+        .expect("the CI service account applies declare's output");
+    assert_eq!(annotation(&stored, "hallmark.dev/trust").as_deref(), Some("declared"));
+    assert_eq!(annotation(&stored, "hallmark.dev/applied-by").as_deref(), Some(DECLARER));
+    assert_eq!(annotation(&stored, "hallmark.dev/commit").as_deref(), Some("0f2b6b7d3c8e9a1f4b5c6d7e8f9a0b1c2d3e4f5a"));
+    assert_eq!(annotation(&stored, "hallmark.dev/branch").as_deref(), Some("main"));
+    assert_eq!(
+        annotation(&stored, "hallmark.dev/pipeline").as_deref(),
+        Some("https://github.com/acme/declared/actions/runs/4242")
+    );
+    assert_eq!(annotation(&stored, "hallmark.dev/committer").as_deref(), Some("octo-lead"));
 }
 
 #[tokio::test]

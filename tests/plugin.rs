@@ -872,3 +872,137 @@ current-context: broken
     assert_eq!(got.code, 1);
     assert!(got.stderr.starts_with("error: context \"missing\": "), "{}", got.stderr);
 }
+
+// ---- blame ---------------------------------------------------------------------------
+
+use hallmark::plugin::blame::{Source, blame, blame_document, incomplete_note, parse_fields, render_blame};
+
+fn fields(args: &[&str]) -> Vec<hallmark::ownership::path::FieldPath> {
+    parse_fields(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>()).expect("valid fields")
+}
+
+/// The Flux-applied platform-agent with a short history that does not reach its create:
+/// a developer's env change (newest), then an on-call write that changed 10 fields of
+/// which its entry names 8.
+fn agent_with_history() -> Value {
+    let mut obj = data("deploy-platform-agent.json");
+    let listed: Vec<String> = (0..8).map(|i| format!("metadata.labels[\"x{i}\"]")).collect();
+    let history = json!([
+        {"at": "2026-11-27T08:00:00Z", "by": "dev", "channel": "push", "trust": "none", "manager": "kubectl-set",
+         "changed": ["spec.template.spec.containers[name=agent].env[name=DEBUG_PROFILING].value"]},
+        {"at": "2026-11-27T07:00:00Z", "by": "sre-alice", "channel": "break-glass", "trust": "none",
+         "manager": "kubectl-patch", "changed": listed, "more": 2},
+    ]);
+    obj["metadata"]["annotations"]["hallmark.dev/history"] = json!(history.to_string());
+    obj
+}
+
+#[test]
+fn blame_names_the_newest_write_that_changed_each_field_down_to_the_create() {
+    let obj = data("deploy-shop-stamped.json");
+    let report = blame(
+        &obj,
+        &keys(),
+        &fields(&[
+            "spec.template.spec.containers[name=shop].image",
+            "spec.template.spec.containers[name=shop].resources",
+            "spec.replicas",
+        ]),
+    );
+    let who: Vec<(&str, Source, Option<&str>, Option<&str>)> =
+        report.rows.iter().map(|r| (r.field.as_str(), r.source, r.by.as_deref(), r.at.as_deref())).collect();
+    assert_eq!(
+        who,
+        [
+            (
+                "spec.template.spec.containers[name=shop].image",
+                Source::History,
+                Some("gha:acme/shop"),
+                Some("2026-11-27T05:40:00Z")
+            ),
+            // A change below a field changes the field.
+            (
+                "spec.template.spec.containers[name=shop].resources",
+                Source::History,
+                Some("dev"),
+                Some("2026-11-27T03:02:10Z")
+            ),
+            // Never changed since: the create set it.
+            ("spec.replicas", Source::History, Some("gha:acme/shop"), Some("2026-11-27T01:48:45Z")),
+        ]
+    );
+    assert_eq!(report.rows[0].commit.as_deref(), Some("89e6c98d92887913cadf06b2adb97f26cde4849b"));
+    assert_eq!(report.rows[2].operation.as_deref(), Some("create"));
+    assert_eq!(report.rows[2].commit.as_deref(), Some("3f786850e387550fdab836ed7e6dc881de23001b"));
+    assert!(incomplete_note(&report).is_none());
+}
+
+#[test]
+fn blame_falls_back_to_managed_fields_and_says_when_the_history_may_hide_a_write() {
+    let obj = agent_with_history();
+    let report = blame(
+        &obj,
+        &keys(),
+        &fields(&["spec.template.spec.containers[*].env[name=DEBUG_PROFILING]", "spec.replicas", "spec.paused"]),
+    );
+    let env = &report.rows[0];
+    assert_eq!((env.source, env.by.as_deref(), env.unlisted_newer), (Source::History, Some("dev"), 0));
+    let replicas = &report.rows[1];
+    assert_eq!(replicas.source, Source::ManagedFields);
+    assert_eq!(replicas.manager.as_deref(), Some("kustomize-controller"));
+    assert_eq!(replicas.operation.as_deref(), Some("Apply"));
+    assert_eq!(replicas.unlisted_newer, 2, "sre-alice's write changed 2 fields it does not name");
+    assert_eq!(report.rows[2].source, Source::Unknown);
+    let out = render_blame(&obj, &report, now(), true);
+    assert_eq!(
+        lines(&out),
+        [
+            "Name:        platform-agent",
+            "Namespace:   team-a",
+            "Kind:        Deployment (apps/v1)",
+            "",
+            "FIELD                                                        AGE      BY                               COMMITTER   CHANNEL   TRUST    COMMIT   PIPELINE   SOURCE",
+            "spec.template.spec.containers[*].env[name=DEBUG_PROFILING]   40m      dev                              <none>      push      none     <none>   <none>     history",
+            "spec.replicas                                                6h51m    kustomize-controller (manager)   <none>      <none>    <none>   <none>   <none>     managedFields*",
+            "spec.paused                                                  <none>   <none>                           <none>      <none>    <none>   <none>   <none>     unknown*",
+        ]
+    );
+    assert!(incomplete_note(&report).is_some_and(|n| n.starts_with("* may be incomplete")));
+}
+
+#[test]
+fn blame_without_fields_answers_every_field_but_the_stamp_itself() {
+    let report = blame(&data("deploy-shop-stamped.json"), &keys(), &[]);
+    let names: Vec<&str> = report.rows.iter().map(|r| r.field.as_str()).collect();
+    assert!(names.contains(&"spec.replicas"), "{names:?}");
+    assert!(names.contains(&"spec.template.spec.containers[name=shop].image"), "{names:?}");
+    assert!(names.iter().all(|n| !n.contains("hallmark.dev/")), "{names:?}");
+    assert!(report.rows.iter().all(|r| r.source == Source::History), "the history reaches the create");
+    let doc = blame_document(&data("deploy-shop-stamped.json"), &report);
+    assert_eq!(doc["name"], "shop");
+    assert_eq!(doc["fields"].as_array().map(Vec::len), Some(report.rows.len()));
+}
+
+#[tokio::test]
+async fn blame_runs_end_to_end_with_kubectls_flags_and_errors() {
+    let server = mock::ApiServer::start(false).await;
+    let field = "spec.template.spec.containers[name=shop].resources.limits.memory";
+    let got = kubectl_hallmark(&server, &["blame", "deploy/shop", field, "-o", "json"]).await;
+    assert_eq!((got.code, got.stderr.as_str()), (0, ""));
+    let doc: Value = serde_json::from_str(&got.stdout).expect("JSON output");
+    assert_eq!(doc["fields"][0]["field"], field);
+    assert_eq!(doc["fields"][0]["by"], "dev");
+    assert_eq!(doc["fields"][0]["source"], "history");
+
+    let got = kubectl_hallmark(&server, &["blame", "deployment", "shop", "spec.replicas", "--no-headers"]).await;
+    assert_eq!((got.code, got.stderr.as_str()), (0, ""));
+    assert!(got.stdout.starts_with("spec.replicas   "), "{}", got.stdout);
+    assert!(got.stdout.contains("gha:acme/shop") && got.stdout.contains("3f786850"), "{}", got.stdout);
+
+    let got = kubectl_hallmark(&server, &["blame", "deploy/shop", "spec..replicas"]).await;
+    assert_eq!((got.code, got.stdout.as_str()), (2, ""));
+    assert!(got.stderr.starts_with("error: invalid field \"spec..replicas\": column"), "{}", got.stderr);
+
+    let got = kubectl_hallmark(&server, &["blame", "deploy/nope"]).await;
+    assert_eq!((got.code, got.stderr.as_str()), (1, "error: deployments.apps \"nope\" not found\n"));
+}

@@ -93,6 +93,15 @@ pub enum PluginCommand {
     Check(CheckArgs),
     /// List objects with their last stamp.
     List(ListArgs),
+    /// Add the declared provenance annotations from the CI environment to manifests
+    /// (stdin or -f) and print them. Needs no cluster.
+    Declare(crate::declare::DeclareArgs),
+    /// For each field (or the FIELDs given, in the policy path syntax), the last write that
+    /// changed it: blame KIND/NAME [FIELD...] or KIND NAME [FIELD...].
+    Blame {
+        #[arg(required = true, num_args = 1.., value_name = "KIND/NAME [FIELD]")]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -191,6 +200,22 @@ pub fn main() -> i32 {
             return code;
         }
     };
+    if let PluginCommand::Declare(args) = &cli.command {
+        let format = match cli.global.output {
+            OutputFormat::Json => crate::declare::Format::Json,
+            OutputFormat::Yaml => crate::declare::Format::Yaml,
+            OutputFormat::Table => crate::declare::Format::Auto,
+        };
+        return crate::declare::run(
+            args,
+            cli.global.annotation_prefix.as_deref(),
+            format,
+            &crate::declare::process_env(),
+            &mut std::io::stdin().lock(),
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        );
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -252,6 +277,8 @@ pub async fn run(cli: &PluginCli, cluster: &Cluster, now: jiff::Timestamp, io: &
         }
         PluginCommand::Check(args) => check_cmd(&cli.global, cluster, args, now, &mut warnings).await,
         PluginCommand::List(args) => list_cmd(&cli.global, cluster, args, now).await,
+        PluginCommand::Declare(_) => Err(Failure::bad_input("declare runs without a cluster: call plugin::main")),
+        PluginCommand::Blame { args } => blame_cmd(&cli.global, cluster, args, now, &mut warnings).await,
     };
     for w in &warnings {
         let _ = writeln!(io.err, "Warning: {w}");
@@ -346,6 +373,34 @@ async fn show(
     match global.output {
         OutputFormat::Table => Ok(Done::ok(render_show(&obj, &keys, now, !global.no_headers))),
         format => document(format, &show_document(&obj, &keys)).map(Done::ok),
+    }
+}
+
+/// `blame KIND/NAME FIELD...` or `blame KIND NAME FIELD...`: the target, then the fields.
+fn split_blame_args(args: &[String]) -> (&[String], &[String]) {
+    let target_len = if args.first().is_some_and(|a| a.contains('/')) { 1 } else { 2.min(args.len()) };
+    args.split_at(target_len)
+}
+
+async fn blame_cmd(
+    global: &GlobalArgs,
+    cluster: &Cluster,
+    args: &[String],
+    now: jiff::Timestamp,
+    warnings: &mut Vec<String>,
+) -> Result<Done, Failure> {
+    let keys = keys(global)?;
+    let (target, fields) = split_blame_args(args);
+    let fields = super::blame::parse_fields(fields).map_err(Failure::bad_input)?;
+    let (_, obj) = fetch(global, cluster, target).await?;
+    let report = super::blame::blame(&obj, &keys, &fields);
+    warnings.extend(report.errors.iter().cloned());
+    match global.output {
+        OutputFormat::Table => {
+            let stderr = super::blame::incomplete_note(&report).map(|n| n + "\n").unwrap_or_default();
+            Ok(Done { stdout: super::blame::render_blame(&obj, &report, now, !global.no_headers), stderr, code: 0 })
+        }
+        format => document(format, &super::blame::blame_document(&obj, &report)).map(Done::ok),
     }
 }
 
