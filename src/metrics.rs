@@ -1,7 +1,8 @@
 //! Prometheus metrics, served in text format on the separate plain-HTTP metrics port.
 //!
-//! Labels are low-cardinality by construction (endpoint, outcome, error kind): never an
-//! object name, a user or anything from the object's content.
+//! Labels are low-cardinality by construction (endpoint, outcome, error kind, and the
+//! name of an ownership policy, capped at [`MAX_POLICY_LABELS`] names): never an object
+//! name, a user or anything from the object's content.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -9,6 +10,13 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
+/// Distinct `policy` label values kept per process; further policy names are counted as
+/// `policy="other"` (policies are named by operators, but renamed and deleted ones would
+/// otherwise accumulate until a restart).
+pub const MAX_POLICY_LABELS: usize = 64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -33,6 +41,17 @@ pub struct ReloadLabels {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    pub outcome: &'static str,
+    pub policy: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub source: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -43,6 +62,17 @@ pub struct Metrics {
     pub reloads: Family<ReloadLabels, Counter>,
     pub policies: Gauge,
     pub connections: Counter,
+    /// `hallmark_ownership_decisions_total{outcome,policy}`: `/validate` reviews denied,
+    /// warned or allowed through break-glass, once per policy that owns a field involved.
+    pub ownership: Family<PolicyLabels, Counter>,
+    /// `hallmark_policies_rejected{source}`: OwnershipPolicy resources refused at the last
+    /// publish (`crd`, a count), or whether the last change of the `--policy` files was
+    /// refused (`files`, 0 or 1: they load as a whole). The last good version stays in force.
+    pub policies_rejected: Family<SourceLabels, Gauge>,
+    /// `hallmark_certificate_expiry_timestamp_seconds`: notAfter of the serving certificate
+    /// in force, in Unix seconds (set at start and on every reload).
+    pub certificate_expiry: Gauge,
+    policy_names: Mutex<BTreeSet<String>>,
 }
 
 impl Default for Metrics {
@@ -56,8 +86,9 @@ impl Metrics {
         let mut registry = Registry::with_prefix("hallmark");
         let requests = Family::<RequestLabels, Counter>::default();
         let duration = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
-            // 50 µs .. ~3.3 s: hallmark answers in well under a millisecond.
-            Histogram::new(exponential_buckets(0.00005, 2.0, 17))
+            // 50 µs .. ~6.6 s: hallmark answers in well under a millisecond; the top buckets
+            // reach past the webhooks' timeoutSeconds (5), which the latency alert watches.
+            Histogram::new(exponential_buckets(0.00005, 2.0, 18))
         });
         let patches = Counter::default();
         let warnings = Family::<EndpointLabels, Counter>::default();
@@ -65,6 +96,9 @@ impl Metrics {
         let reloads = Family::<ReloadLabels, Counter>::default();
         let policies = Gauge::default();
         let connections = Counter::default();
+        let ownership = Family::<PolicyLabels, Counter>::default();
+        let policies_rejected = Family::<SourceLabels, Gauge>::default();
+        let certificate_expiry = Gauge::default();
         registry.register(
             "admission_requests",
             "Admission reviews answered, by endpoint and outcome",
@@ -81,7 +115,36 @@ impl Metrics {
         registry.register("reloads", "Reloads of certificates and policies, by result", reloads.clone());
         registry.register("policies", "Ownership policies in force (0 = built-in default)", policies.clone());
         registry.register("tls_connections", "TLS connections accepted", connections.clone());
-        Metrics { registry, requests, duration, patches, warnings, errors, reloads, policies, connections }
+        registry.register(
+            "ownership_decisions",
+            "Reviews denied, warned or allowed by break-glass, by outcome and owning policy",
+            ownership.clone(),
+        );
+        registry.register(
+            "policies_rejected",
+            "Policy documents refused at the last load of their source (files: 1 when the set was refused); the last good version stays in force",
+            policies_rejected.clone(),
+        );
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "notAfter of the serving certificate in force, in Unix seconds",
+            certificate_expiry.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            duration,
+            patches,
+            warnings,
+            errors,
+            reloads,
+            policies,
+            connections,
+            ownership,
+            policies_rejected,
+            certificate_expiry,
+            policy_names: Mutex::new(BTreeSet::new()),
+        }
     }
 
     pub fn encode(&self) -> String {
@@ -93,6 +156,29 @@ impl Metrics {
 
     pub fn error(&self, endpoint: &'static str, kind: &'static str) {
         self.errors.get_or_create(&ErrorLabels { endpoint, kind }).inc();
+    }
+
+    /// Counts one ownership decision (`denied`, `warned`, `break-glass`) for a policy. The
+    /// first [`MAX_POLICY_LABELS`] policy names get their own label value, later ones
+    /// `other`.
+    pub fn ownership_decision(&self, outcome: &'static str, policy: &str) {
+        let policy = {
+            let mut names = self.policy_names.lock().unwrap_or_else(|p| p.into_inner());
+            if names.contains(policy) {
+                policy.to_owned()
+            } else if names.len() < MAX_POLICY_LABELS {
+                names.insert(policy.to_owned());
+                policy.to_owned()
+            } else {
+                "other".to_owned()
+            }
+        };
+        self.ownership.get_or_create(&PolicyLabels { outcome, policy }).inc();
+    }
+
+    /// Sets how many policy documents of `source` were refused at its last load.
+    pub fn set_policies_rejected(&self, source: &'static str, count: usize) {
+        self.policies_rejected.get_or_create(&SourceLabels { source }).set(count.min(i64::MAX as usize) as i64);
     }
 
     pub fn reload(&self, what: &'static str, ok: bool) {
