@@ -330,3 +330,56 @@ async fn scenario(env: &Env, ns: &str) {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("ci-app") && !out.contains("agent "), "{out}");
 }
+
+/// kube-apiserver's own admission-webhook metrics carry hallmark's webhook names the way
+/// the dashboard and the alerts of manifests/monitoring/ query them (one kube-apiserver:
+/// with several, the one that served the writes holds the series).
+#[tokio::test]
+async fn e2e_kube_apiserver_exports_the_webhook_metrics_the_monitoring_reads() {
+    let Some(env) = env() else { return };
+    let ns = format!("hallmark-e2e-metrics-{}", std::process::id());
+    let stop = start_and_register(&env, &ns).await;
+    let result = tokio::time::timeout(Duration::from_secs(60), apiserver_webhook_metrics(&env, &ns)).await;
+    cleanup(&env, &ns).await;
+    let _ = stop.send(());
+    result.expect("scenario finished in time");
+}
+
+async fn apiserver_webhook_metrics(env: &Env, ns: &str) {
+    let flux: Api<Deployment> = Api::namespaced(client_as(env, Some(("hallmark-e2e-flux", &[]))).await, ns);
+    let dev: Api<Deployment> =
+        Api::namespaced(client_as(env, Some(("hallmark-e2e-dev", &["hallmark-e2e-devs"]))).await, ns);
+    let git = deployment(ns, "registry.example.com/agent:1.0", "500m");
+    flux.patch("agent", &PatchParams::apply("kustomize-controller").force(), &Patch::Apply(&git))
+        .await
+        .expect("reconciler apply");
+    let cpu_patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "agent", "resources": {"limits": {"cpu": "750m"}}}]}}}});
+    let params = PatchParams { field_manager: Some("kubectl-patch".into()), ..PatchParams::default() };
+    dev.patch("agent", &params, &Patch::Strategic(&cpu_patch)).await.expect_err("owned field change is denied");
+
+    let admin = client_as(env, None).await;
+    let text = admin
+        .request_text(hyper::Request::get("/metrics").body(Vec::new()).expect("request"))
+        .await
+        .expect("kube-apiserver /metrics");
+    let series = |metric: &str, labels: &[&str]| {
+        text.lines().any(|l| l.starts_with(&format!("{metric}{{")) && labels.iter().all(|want| l.contains(want)))
+    };
+    for webhook in ["stamp.hallmark.dev", "ownership.hallmark.dev"] {
+        let name = format!("name=\"{webhook}\"");
+        for metric in [
+            "apiserver_admission_webhook_admission_duration_seconds_bucket",
+            "apiserver_admission_webhook_request_total",
+        ] {
+            assert!(series(metric, &[&name]), "kube-apiserver exports no {metric}{{{name}}}");
+        }
+    }
+    // hallmark's denial, as the dashboard's "Rejections by error type" panel reads it.
+    assert!(
+        series(
+            "apiserver_admission_webhook_rejection_count",
+            &["name=\"ownership.hallmark.dev\"", "error_type=\"no_error\""]
+        ),
+        "the denial is counted as a webhook rejection"
+    );
+}
