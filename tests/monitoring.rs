@@ -397,6 +397,50 @@ fn latency_alert_fires_before_the_webhooks_time_out() {
     assert!(top > timeout, "largest finite bucket {top}s must exceed the {timeout}s timeout");
 }
 
+/// Runs promtool (when on PATH) on the rules: `check rules` (PromQL and the annotation
+/// templates) and `test rules` with tests/data/monitoring/alerts.test.yaml, which feeds
+/// each alert series that must and must not make it fire.
+#[test]
+fn promtool_checks_the_rules_and_each_alert_fires_on_its_test_series() {
+    if !on_path("promtool") {
+        eprintln!("SKIPPED: promtool not on PATH (Debian: apt-get install prometheus)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = rule_file();
+    let write = |name: &str, groups: &Json| {
+        let text = serde_yaml::to_string(&serde_json::json!({ "groups": groups })).expect("YAML");
+        std::fs::write(dir.path().join(name), text).expect("write rules");
+    };
+    write("full.yaml", &rules["spec"]["groups"]);
+    // The unit tests compare labels only: annotations are left out of what they load.
+    let mut bare = rules["spec"]["groups"].clone();
+    for g in bare.as_array_mut().expect("groups") {
+        for r in g["rules"].as_array_mut().expect("rules") {
+            r.as_object_mut().expect("rule").remove("annotations");
+        }
+    }
+    write("rules.yaml", &bare);
+    std::fs::copy(repo().join("tests/data/monitoring/alerts.test.yaml"), dir.path().join("alerts.test.yaml"))
+        .expect("copy the rule tests");
+    for args in [["check", "rules", "full.yaml"], ["test", "rules", "alerts.test.yaml"]] {
+        let out = Command::new("promtool").args(args).current_dir(dir.path()).output().expect("run promtool");
+        assert!(
+            out.status.success(),
+            "promtool {}:\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Every alert has at least one case.
+    let cases = read("tests/data/monitoring/alerts.test.yaml");
+    for a in alerts() {
+        let name = a["alert"].as_str().unwrap();
+        assert!(cases.contains(&format!("alertname: {name}")), "no promtool case for {name}");
+    }
+}
+
 #[tokio::test]
 async fn every_metric_the_rules_and_the_dashboard_query_is_exported_or_kube_apiservers() {
     let p = start(&[]).await;
@@ -484,6 +528,20 @@ async fn certificate_expiry_is_exported_at_start_and_after_every_reload() {
     })
     .await;
     assert!(try_connect(p.addr, &ca).await, "the reloaded certificate is served");
+}
+
+#[tokio::test]
+async fn a_refused_policy_file_is_exported_as_rejected_until_a_good_one_loads() {
+    let p = start(&[]).await;
+    let policy = p.dir.path().join("policy.yaml");
+    let m = p.metrics;
+    let rejected = |v: f64| async move {
+        sample(&metrics_text(m).await, r#"hallmark_policies_rejected{source="files"}"#) == Some(v)
+    };
+    write_policy(&policy, "not-an-action");
+    wait_until("the refused policy", || rejected(1.0)).await;
+    write_policy(&policy, "warn");
+    wait_until("the good policy", || rejected(0.0)).await;
 }
 
 #[tokio::test]

@@ -91,8 +91,8 @@ async fn publish(
             reported.insert(name.clone(), key);
         }
     }
-    state.set_source("crd", good.values().cloned().collect());
     state.metrics.set_policies_rejected("crd", rejected);
+    state.set_source("crd", good.values().cloned().collect());
     state.metrics.reload("crd", true);
 }
 
