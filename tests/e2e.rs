@@ -218,7 +218,11 @@ async fn e2e_stamps_denies_and_keeps_noops_quiet() {
     let Some(env) = env() else { return };
     let ns = format!("hallmark-e2e-{}", std::process::id());
     let stop = start_and_register(&env, &ns).await;
-    let result = tokio::time::timeout(Duration::from_secs(120), scenario(&env, &ns)).await;
+    let result = tokio::time::timeout(Duration::from_secs(120), async {
+        scenario(&env, &ns).await;
+        apiserver_webhook_metrics(&env).await;
+    })
+    .await;
     cleanup(&env, &ns).await;
     let _ = stop.send(());
     result.expect("scenario finished in time");
@@ -331,32 +335,11 @@ async fn scenario(env: &Env, ns: &str) {
     assert!(out.contains("ci-app") && !out.contains("agent "), "{out}");
 }
 
-/// kube-apiserver's own admission-webhook metrics carry hallmark's webhook names the way
-/// the dashboard and the alerts of manifests/monitoring/ query them (one kube-apiserver:
-/// with several, the one that served the writes holds the series).
-#[tokio::test]
-async fn e2e_kube_apiserver_exports_the_webhook_metrics_the_monitoring_reads() {
-    let Some(env) = env() else { return };
-    let ns = format!("hallmark-e2e-metrics-{}", std::process::id());
-    let stop = start_and_register(&env, &ns).await;
-    let result = tokio::time::timeout(Duration::from_secs(60), apiserver_webhook_metrics(&env, &ns)).await;
-    cleanup(&env, &ns).await;
-    let _ = stop.send(());
-    result.expect("scenario finished in time");
-}
-
-async fn apiserver_webhook_metrics(env: &Env, ns: &str) {
-    let flux: Api<Deployment> = Api::namespaced(client_as(env, Some(("hallmark-e2e-flux", &[]))).await, ns);
-    let dev: Api<Deployment> =
-        Api::namespaced(client_as(env, Some(("hallmark-e2e-dev", &["hallmark-e2e-devs"]))).await, ns);
-    let git = deployment(ns, "registry.example.com/agent:1.0", "500m");
-    flux.patch("agent", &PatchParams::apply("kustomize-controller").force(), &Patch::Apply(&git))
-        .await
-        .expect("reconciler apply");
-    let cpu_patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "agent", "resources": {"limits": {"cpu": "750m"}}}]}}}});
-    let params = PatchParams { field_manager: Some("kubectl-patch".into()), ..PatchParams::default() };
-    dev.patch("agent", &params, &Patch::Strategic(&cpu_patch)).await.expect_err("owned field change is denied");
-
+/// After the scenario (stamps, denials): kube-apiserver's own admission-webhook metrics
+/// carry hallmark's webhook names the way the dashboard and the alerts of
+/// manifests/monitoring/ query them (one kube-apiserver: with several, the one that served
+/// the writes holds the series).
+async fn apiserver_webhook_metrics(env: &Env) {
     let admin = client_as(env, None).await;
     let text = admin
         .request_text(hyper::Request::get("/metrics").body(Vec::new()).expect("request"))
