@@ -41,12 +41,15 @@ pub struct ReloadLabels {
     pub result: &'static str,
 }
 
+/// `outcome` (`denied`, `warned`, `break-glass`) and `policy` (an OwnershipPolicy name,
+/// or `other` past [`MAX_POLICY_LABELS`]).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyLabels {
     pub outcome: &'static str,
     pub policy: String,
 }
 
+/// `source`: where policies come from, `files` (`--policy`) or `crd` (`--watch-policies`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabels {
     pub source: &'static str,
