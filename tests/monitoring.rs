@@ -441,6 +441,21 @@ fn promtool_checks_the_rules_and_each_alert_fires_on_its_test_series() {
     }
 }
 
+#[test]
+fn the_policy_label_is_bounded() {
+    use hallmark::metrics::{MAX_POLICY_LABELS, Metrics};
+    let m = Metrics::new();
+    for i in 0..MAX_POLICY_LABELS + 10 {
+        m.ownership_decision("denied", &format!("policy-{i}"));
+    }
+    m.ownership_decision("denied", "policy-0");
+    let scrape = m.encode();
+    let series: Vec<&str> = scrape.lines().filter(|l| l.starts_with("hallmark_ownership_decisions_total{")).collect();
+    assert_eq!(series.len(), MAX_POLICY_LABELS + 1, "{MAX_POLICY_LABELS} names and `other`");
+    assert_eq!(sample(&scrape, r#"hallmark_ownership_decisions_total{outcome="denied",policy="other"}"#), Some(10.0));
+    assert_eq!(sample(&scrape, r#"hallmark_ownership_decisions_total{outcome="denied",policy="policy-0"}"#), Some(2.0));
+}
+
 #[tokio::test]
 async fn every_metric_the_rules_and_the_dashboard_query_is_exported_or_kube_apiservers() {
     let p = start(&[]).await;
