@@ -43,6 +43,8 @@ pub const MAX_INVOLVED_PATHS: usize = 20;
 ///   fields a break-glass writer overrode — each with the policies that own them.
 /// - `restored`: hallmark's own annotations that a no-op write changed and the stamp put
 ///   back (`metadata.annotations["hallmark.dev/applied-by"]`, ...); no policy.
+/// - a stamp with warnings: hallmark's annotations the write set, changed or removed
+///   itself (forged or untrusted provenance); no policy.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Involved {
     /// Field paths in the policy path syntax (`spec.template.spec.containers[name=web].image`),
@@ -71,6 +73,15 @@ impl Involved {
         out
     }
 
+    /// Adds a path, or counts it once [`MAX_INVOLVED_PATHS`] are kept.
+    fn push_path(&mut self, path: FieldPath) {
+        if self.paths.len() < MAX_INVOLVED_PATHS {
+            self.paths.push(path.to_string());
+        } else {
+            self.more += 1;
+        }
+    }
+
     /// The paths as one comma-separated text, `,+N` when some were left out (the format of
     /// the `ownership-denied` audit annotation).
     pub fn paths_text(&self) -> String {
@@ -92,11 +103,13 @@ impl Decision {
         Decision { answer, outcome: "error", error: Some(kind), involved: Involved::default() }
     }
 
-    /// True for the decisions that are logged at `info` and above: a denial, a warning, a
-    /// break-glass write, an error or a restored stamp. Plain allows (`stamped`,
-    /// `unchanged`, `skipped`, `allowed`, ...) are not.
+    /// True for the decisions that are logged at `info` and above: a denial, a warning
+    /// (`warned`, or any answer that carries warnings, such as a stamp that replaced forged
+    /// provenance), a break-glass write, an error or a restored stamp. Plain allows
+    /// (`stamped`, `unchanged`, `skipped`, `allowed`, ... without warnings) are not.
     pub fn is_notable(&self) -> bool {
         matches!(self.outcome, "denied" | "warned" | "break-glass" | "error" | "restored")
+            || !self.answer.warnings.is_empty()
     }
 }
 
@@ -181,6 +194,8 @@ impl Engine {
                 let mut decision = Decision::new(answer, outcome);
                 if outcome == "restored" {
                     decision.involved = restored_fields(&stamp.ops);
+                } else if !decision.answer.warnings.is_empty() {
+                    decision.involved = self.supplied_annotations(req, object);
                 }
                 decision
             }
@@ -190,6 +205,26 @@ impl Engine {
                 Decision::failed(answer, "unstampable")
             }
         }
+    }
+
+    /// hallmark's annotations that a write set, changed or removed itself (what the stamp's
+    /// warnings are about: forged or untrusted provenance), as field paths.
+    fn supplied_annotations(&self, req: &AdmissionRequest, object: &Value) -> Involved {
+        fn annotations(o: Option<&Value>) -> Option<&serde_json::Map<String, Value>> {
+            o?.pointer("/metadata/annotations")?.as_object()
+        }
+        let (now, before) = (annotations(Some(object)), annotations(req.old_object.as_ref()));
+        let mut out = Involved::default();
+        for key in self.stamper.keys.all() {
+            if now.and_then(|m| m.get(key)) != before.and_then(|m| m.get(key)) {
+                out.push_path(FieldPath(vec![
+                    Segment::Field("metadata".into()),
+                    Segment::Field("annotations".into()),
+                    Segment::Field(key.into()),
+                ]));
+            }
+        }
+        out
     }
 
     /// `POST /validate`: Git field ownership. Never patches.
@@ -280,13 +315,7 @@ pub fn answer_for(verdict: &Verdict, username: &str) -> Decision {
 /// annotations map names each of its keys.
 fn restored_fields(ops: &[json_patch::PatchOperation]) -> Involved {
     let mut out = Involved::default();
-    let mut push = |tokens: Vec<String>| {
-        if out.paths.len() < MAX_INVOLVED_PATHS {
-            out.paths.push(FieldPath(tokens.into_iter().map(Segment::Field).collect()).to_string());
-        } else {
-            out.more += 1;
-        }
-    };
+    let mut push = |tokens: Vec<String>| out.push_path(FieldPath(tokens.into_iter().map(Segment::Field).collect()));
     for op in ops {
         let tokens: Vec<String> = op.path().tokens().map(|t| t.decoded().into_owned()).collect();
         match op {
@@ -400,6 +429,26 @@ spec:
         assert_eq!(d.outcome, "restored");
         assert!(d.is_notable());
         assert_eq!(d.involved.paths, vec![r#"metadata.annotations["hallmark.dev/committer"]"#.to_owned()]);
+        assert!(d.involved.policies.is_empty());
+    }
+
+    #[test]
+    fn a_stamp_that_replaced_forged_provenance_names_the_forged_annotations() {
+        let req = request("deploy-web-update-csa-forged-annotations-dev.json");
+        let d = engine().mutate(&req, &PolicySet::default(), jiff::Timestamp::now());
+        assert_eq!(d.outcome, "stamped");
+        assert!(!d.answer.warnings.is_empty() && d.is_notable());
+        let forged: Vec<String> = req.object.as_ref().unwrap()["metadata"]["annotations"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| k.starts_with("hallmark.dev/"))
+            .map(|k| format!(r#"metadata.annotations["{k}"]"#))
+            .collect();
+        assert!(!forged.is_empty());
+        for path in &forged {
+            assert!(d.involved.paths.contains(path), "{path} not in {:?}", d.involved.paths);
+        }
         assert!(d.involved.policies.is_empty());
     }
 

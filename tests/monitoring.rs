@@ -288,6 +288,7 @@ fn sample(scrape: &str, series: &str) -> Option<f64> {
 }
 
 const OWNED_CPU: &str = "deploy-platform-agent-update-patch-cpu-dev-flux-owned.json";
+const FORGED: &str = "deploy-web-update-csa-forged-annotations-dev.json";
 
 fn now_unix() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs_f64()
@@ -585,12 +586,14 @@ async fn json_logs_give_one_line_per_notable_decision_with_fields_and_no_values(
     // A plain allow (a stamp) is not logged at info ...
     let stamped = client.post("/mutate", fixture_bytes("deploy-web-create-csa-dev.json")).await;
     assert_eq!(stamped.status, 200);
-    // ... a denial is.
+    // ... a denial is, and so is a stamp that had to replace forged provenance.
     let denied = client.post("/validate", fixture_bytes(OWNED_CPU)).await;
     assert_eq!(denied.response()["allowed"], false);
-    wait_until("the decision log line", || {
+    let forged = client.post("/mutate", fixture_bytes(FORGED)).await.response();
+    assert!(forged["warnings"].as_array().is_some_and(|w| !w.is_empty()), "{forged}");
+    wait_until("the decision log lines", || {
         let text = p.stderr_text();
-        async move { text.contains("admission decision") }
+        async move { text.matches("admission decision").count() >= 2 }
     })
     .await;
     let text = p.stderr_text();
@@ -599,8 +602,8 @@ async fn json_logs_give_one_line_per_notable_decision_with_fields_and_no_values(
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}")))
         .collect();
     let decisions: Vec<&Json> = lines.iter().filter(|l| l["message"] == "admission decision").collect();
-    assert_eq!(decisions.len(), 1, "one line for the denial, none for the stamp:\n{text}");
-    let d = &decisions[0];
+    assert_eq!(decisions.len(), 2, "a line for the denial and the forged stamp, none for the plain stamp:\n{text}");
+    let d = decisions.iter().find(|d| d["outcome"] == "denied").expect("the denial's line");
     assert_eq!(d["level"], "INFO");
     // Flat: the event's fields beside timestamp and level, as log pipelines index them.
     let f = d;
@@ -617,8 +620,16 @@ async fn json_logs_give_one_line_per_notable_decision_with_fields_and_no_values(
     ] {
         assert_eq!(f[key], want, "{key} in {d}");
     }
-    // Never a value of the object: not the CPU limits (old and new), not the env value.
-    for value in ["750m", "500m", "prod-eu-1", "ghcr.io/acme"] {
+    assert_eq!(f["warnings"], 0);
+    let stamp = decisions.iter().find(|d| d["endpoint"] == "mutate").expect("the forged stamp's line");
+    assert_eq!(stamp["outcome"], "stamped");
+    assert_eq!(stamp["name"], "web");
+    assert!(stamp["warnings"].as_u64().is_some_and(|n| n > 0), "{stamp}");
+    let fields = stamp["fields"].as_str().expect("fields");
+    assert!(fields.contains(r#"metadata.annotations["hallmark.dev/committer"]"#), "{fields}");
+    // Never a value of the object: not the CPU limits (old and new), not the env value,
+    // not the forged annotations' values.
+    for value in ["750m", "500m", "prod-eu-1", "ghcr.io/acme", "torvalds", "kustomize-controller"] {
         assert!(!text.contains(value), "the logs carry an object value ({value}):\n{text}");
     }
     assert!(!text.as_bytes().contains(&0x1b), "JSON logs carry no escape codes");

@@ -344,6 +344,7 @@ fn record(
                 user = %req.user_info.username,
                 fields = %d.involved.paths_text(),
                 policies = %d.involved.policies.join(","),
+                warnings = d.answer.warnings.len(),
                 error = d.error.unwrap_or(""),
                 dry_run = req.dry_run.unwrap_or(false),
                 uid = %req.uid,
