@@ -6,7 +6,7 @@ use crate::policy::{PolicySet, load_paths};
 use crate::provenance::Stamper;
 use crate::review::{Engine, OnError};
 use crate::server::serve::{ServeOptions, bind, shutdown_signal};
-use crate::server::tls::{CertStore, certified_key_from_pem, load_pair, reload_counter, watch_pair};
+use crate::server::tls::{CertStore, certified_key_from_pem, load_pair, record_expiry, reload_counter, watch_pair};
 use crate::server::{AppState, policy_watch};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::Value;
@@ -225,12 +225,18 @@ pub fn run(cli: Cli) -> i32 {
     }
 }
 
+/// Logs go to stderr. Text logs carry ANSI colours only when stderr is a terminal (and
+/// `NO_COLOR` is unset): in a pod or a file they are plain text. JSON logs never do.
 fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_env("HALLMARK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let colour = format == LogFormat::Text
+        && std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour);
     let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
     };
 }
@@ -309,6 +315,7 @@ async fn serve(args: ServeArgs) -> i32 {
             (Arc::new(CertStore::new(ck)), None)
         }
     };
+    record_expiry(&state.metrics, &store.current());
     let opts = ServeOptions {
         listen: args.listen,
         metrics_listen: args.metrics_listen,

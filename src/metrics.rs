@@ -1,7 +1,8 @@
 //! Prometheus metrics, served in text format on the separate plain-HTTP metrics port.
 //!
-//! Labels are low-cardinality by construction (endpoint, outcome, error kind): never an
-//! object name, a user or anything from the object's content.
+//! Labels are low-cardinality by construction (endpoint, outcome, error kind, and the
+//! name of an ownership policy, capped at [`MAX_POLICY_LABELS`] names): never an object
+//! name, a user or anything from the object's content.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -9,6 +10,13 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
+/// Distinct `policy` label values kept per process; further policy names are counted as
+/// `policy="other"` (policies are named by operators, but renamed and deleted ones would
+/// otherwise accumulate until a restart).
+pub const MAX_POLICY_LABELS: usize = 64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -33,6 +41,20 @@ pub struct ReloadLabels {
     pub result: &'static str,
 }
 
+/// `outcome` (`denied`, `warned`, `break-glass`) and `policy` (an OwnershipPolicy name,
+/// or `other` past [`MAX_POLICY_LABELS`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    pub outcome: &'static str,
+    pub policy: String,
+}
+
+/// `source`: where policies come from, `files` (`--policy`) or `crd` (`--watch-policies`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub source: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -49,6 +71,17 @@ pub struct Metrics {
     pub open_connections: Gauge,
     /// Connections refused past `--max-connections`.
     pub connections_refused: Counter,
+    /// `hallmark_ownership_decisions_total{outcome,policy}`: `/validate` reviews denied,
+    /// warned or allowed through break-glass, once per policy that owns a field involved.
+    pub ownership: Family<PolicyLabels, Counter>,
+    /// `hallmark_policies_rejected{source}`: OwnershipPolicy resources refused at the last
+    /// publish (`crd`, a count), or whether the last change of the `--policy` files was
+    /// refused (`files`, 0 or 1: they load as a whole). The last good version stays in force.
+    pub policies_rejected: Family<SourceLabels, Gauge>,
+    /// `hallmark_certificate_expiry_timestamp_seconds`: notAfter of the serving certificate
+    /// in force, in Unix seconds (set at start and on every reload).
+    pub certificate_expiry: Gauge,
+    policy_names: Mutex<BTreeSet<String>>,
 }
 
 impl Default for Metrics {
@@ -62,8 +95,9 @@ impl Metrics {
         let mut registry = Registry::with_prefix("hallmark");
         let requests = Family::<RequestLabels, Counter>::default();
         let duration = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
-            // 50 µs .. ~3.3 s: hallmark answers in well under a millisecond.
-            Histogram::new(exponential_buckets(0.00005, 2.0, 17))
+            // 50 µs .. ~6.6 s: hallmark answers in well under a millisecond; the top buckets
+            // reach past the webhooks' timeoutSeconds (5), which the latency alert watches.
+            Histogram::new(exponential_buckets(0.00005, 2.0, 18))
         });
         let patches = Counter::default();
         let warnings = Family::<EndpointLabels, Counter>::default();
@@ -74,6 +108,9 @@ impl Metrics {
         let system_writes = Family::<EndpointLabels, Counter>::default();
         let open_connections = Gauge::default();
         let connections_refused = Counter::default();
+        let ownership = Family::<PolicyLabels, Counter>::default();
+        let policies_rejected = Family::<SourceLabels, Gauge>::default();
+        let certificate_expiry = Gauge::default();
         registry.register(
             "admission_requests",
             "Admission reviews answered, by endpoint and outcome",
@@ -101,6 +138,21 @@ impl Metrics {
             "Connections refused with a 503 because --max-connections were open",
             connections_refused.clone(),
         );
+        registry.register(
+            "ownership_decisions",
+            "Reviews denied, warned or allowed by break-glass, by outcome and owning policy",
+            ownership.clone(),
+        );
+        registry.register(
+            "policies_rejected",
+            "Policy documents refused at the last load of their source (files: 1 when the set was refused); the last good version stays in force",
+            policies_rejected.clone(),
+        );
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "notAfter of the serving certificate in force, in Unix seconds",
+            certificate_expiry.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -114,6 +166,10 @@ impl Metrics {
             system_writes,
             open_connections,
             connections_refused,
+            ownership,
+            policies_rejected,
+            certificate_expiry,
+            policy_names: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -126,6 +182,29 @@ impl Metrics {
 
     pub fn error(&self, endpoint: &'static str, kind: &'static str) {
         self.errors.get_or_create(&ErrorLabels { endpoint, kind }).inc();
+    }
+
+    /// Counts one ownership decision (`denied`, `warned`, `break-glass`) for a policy. The
+    /// first [`MAX_POLICY_LABELS`] policy names get their own label value, later ones
+    /// `other`.
+    pub fn ownership_decision(&self, outcome: &'static str, policy: &str) {
+        let policy = {
+            let mut names = self.policy_names.lock().unwrap_or_else(|p| p.into_inner());
+            if names.contains(policy) {
+                policy.to_owned()
+            } else if names.len() < MAX_POLICY_LABELS {
+                names.insert(policy.to_owned());
+                policy.to_owned()
+            } else {
+                "other".to_owned()
+            }
+        };
+        self.ownership.get_or_create(&PolicyLabels { outcome, policy }).inc();
+    }
+
+    /// Sets how many policy documents of `source` were refused at its last load.
+    pub fn set_policies_rejected(&self, source: &'static str, count: usize) {
+        self.policies_rejected.get_or_create(&SourceLabels { source }).set(count.min(i64::MAX as usize) as i64);
     }
 
     pub fn reload(&self, what: &'static str, ok: bool) {

@@ -6,7 +6,8 @@
 
 use crate::admission::{AdmissionRequest, Answer, Operation};
 use crate::ownership::diff::{self, Change, DiffOptions};
-use crate::ownership::verdict::{self, Verdict};
+use crate::ownership::path::{FieldPath, Segment};
+use crate::ownership::verdict::{self, Finding, Verdict};
 use crate::policy::{BUILTIN_RECONCILER_USERS, Enforcement, PolicySet};
 use crate::provenance::{Channel, Stamper};
 use serde_json::Value;
@@ -33,11 +34,87 @@ pub struct Decision {
     pub outcome: &'static str,
     /// Why the review could not be evaluated (for metrics and logs, never object content).
     pub error: Option<&'static str>,
+    /// The fields the decision is about, for the decision log and the per-policy metrics.
+    /// Empty (no allocation) for a plain allow.
+    pub involved: Involved,
+}
+
+/// Most field paths an [`Involved`] keeps; the rest are only counted (`more`).
+pub const MAX_INVOLVED_PATHS: usize = 20;
+
+/// The fields a decision that is not a plain allow is about: never their values.
+///
+/// - `denied`: the denied fields; `warned`: the fields warned about; `break-glass`: the
+///   fields a break-glass writer overrode — each with the policies that own them.
+/// - `restored`: hallmark's own annotations that a no-op write changed and the stamp put
+///   back (`metadata.annotations["hallmark.dev/applied-by"]`, ...); no policy.
+/// - a stamp with warnings: hallmark's annotations the write set, changed or removed
+///   itself (forged or untrusted provenance); no policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Involved {
+    /// Field paths in the policy path syntax (`spec.template.spec.containers[name=web].image`),
+    /// at most [`MAX_INVOLVED_PATHS`], in the order the verdict found them.
+    pub paths: Vec<String>,
+    /// How many more paths there were beyond `paths`.
+    pub more: usize,
+    /// The distinct names of the policies that own the fields (sorted).
+    pub policies: Vec<String>,
+}
+
+impl Involved {
+    /// The fields of these findings, and the policies that own them.
+    fn of<'a>(findings: impl Iterator<Item = &'a Finding>) -> Involved {
+        let mut out = Involved::default();
+        for f in findings {
+            if out.paths.len() < MAX_INVOLVED_PATHS {
+                out.paths.push(f.path.clone());
+            } else {
+                out.more += 1;
+            }
+            if let Err(at) = out.policies.binary_search(&f.policy) {
+                out.policies.insert(at, f.policy.clone());
+            }
+        }
+        out
+    }
+
+    /// Adds a path, or counts it once [`MAX_INVOLVED_PATHS`] are kept.
+    fn push_path(&mut self, path: FieldPath) {
+        if self.paths.len() < MAX_INVOLVED_PATHS {
+            self.paths.push(path.to_string());
+        } else {
+            self.more += 1;
+        }
+    }
+
+    /// The paths as one comma-separated text, `,+N` when some were left out (the format of
+    /// the `ownership-denied` audit annotation).
+    pub fn paths_text(&self) -> String {
+        let mut s = self.paths.join(",");
+        if self.more > 0 {
+            s.push_str(&format!(",+{}", self.more));
+        }
+        s
+    }
 }
 
 impl Decision {
     fn new(answer: Answer, outcome: &'static str) -> Decision {
-        Decision { answer, outcome, error: None }
+        Decision { answer, outcome, error: None, involved: Involved::default() }
+    }
+
+    /// A review that could not be evaluated (`outcome` `error`), answered with `answer`.
+    pub fn failed(answer: Answer, kind: &'static str) -> Decision {
+        Decision { answer, outcome: "error", error: Some(kind), involved: Involved::default() }
+    }
+
+    /// True for the decisions that are logged at `info` and above: a denial, a warning
+    /// (`warned`, or any answer that carries warnings, such as a stamp that replaced forged
+    /// provenance), a break-glass write, an error or a restored stamp. Plain allows
+    /// (`stamped`, `unchanged`, `skipped`, `allowed`, ... without warnings) are not.
+    pub fn is_notable(&self) -> bool {
+        matches!(self.outcome, "denied" | "warned" | "break-glass" | "error" | "restored")
+            || !self.answer.warnings.is_empty()
     }
 }
 
@@ -130,7 +207,7 @@ impl Engine {
             return Decision::new(Answer::allow(), "skipped");
         }
         let Some(object) = req.object.as_ref() else {
-            return Decision { answer: Answer::allow(), outcome: "error", error: Some("no-object") };
+            return Decision::failed(Answer::allow(), "no-object");
         };
         if self.is_system_writer(req) {
             // The control plane's writes (a controller's annotation, a kubelet's update)
@@ -149,7 +226,7 @@ impl Engine {
         let changes = if req.operation == Operation::Update {
             match self.changes(req) {
                 Some(c) => c,
-                None => return Decision { answer: Answer::allow(), outcome: "error", error: Some("no-old-object") },
+                None => return Decision::failed(Answer::allow(), "no-old-object"),
             }
         } else {
             Vec::new()
@@ -177,14 +254,40 @@ impl Engine {
                 if !stamp.ops.is_empty() {
                     answer.patch = serde_json::to_vec(&stamp.ops).ok();
                 }
-                Decision::new(answer, outcome)
+                let mut decision = Decision::new(answer, outcome);
+                if outcome == "restored" {
+                    decision.involved = restored_fields(&stamp.ops);
+                } else if !decision.answer.warnings.is_empty() {
+                    decision.involved = self.supplied_annotations(req, object);
+                }
+                decision
             }
             Err(e) => {
                 let mut answer = Answer::allow();
                 answer.warnings.push(format!("hallmark did not stamp this object: {e}"));
-                Decision { answer, outcome: "error", error: Some("unstampable") }
+                Decision::failed(answer, "unstampable")
             }
         }
+    }
+
+    /// hallmark's annotations that a write set, changed or removed itself (what the stamp's
+    /// warnings are about: forged or untrusted provenance), as field paths.
+    fn supplied_annotations(&self, req: &AdmissionRequest, object: &Value) -> Involved {
+        fn annotations(o: Option<&Value>) -> Option<&serde_json::Map<String, Value>> {
+            o?.pointer("/metadata/annotations")?.as_object()
+        }
+        let (now, before) = (annotations(Some(object)), annotations(req.old_object.as_ref()));
+        let mut out = Involved::default();
+        for key in self.stamper.keys.all() {
+            if now.and_then(|m| m.get(key)) != before.and_then(|m| m.get(key)) {
+                out.push_path(FieldPath(vec![
+                    Segment::Field("metadata".into()),
+                    Segment::Field("annotations".into()),
+                    Segment::Field(key.into()),
+                ]));
+            }
+        }
+        out
     }
 
     /// `POST /validate`: Git field ownership. Never patches.
@@ -229,7 +332,7 @@ impl Engine {
             }
             OnError::Deny => Answer::deny(format!("hallmark could not check Git field ownership: {reason}")),
         };
-        Decision { answer, outcome: "error", error: Some(kind) }
+        Decision::failed(answer, kind)
     }
 }
 
@@ -251,7 +354,9 @@ pub fn answer_for(verdict: &Verdict, username: &str) -> Decision {
         let mut policies: Vec<&str> = verdict.denials().map(|f| f.policy.as_str()).collect();
         policies.dedup();
         answer.audit_annotations.insert("policy".to_owned(), policies.join(","));
-        return Decision::new(answer, "denied");
+        let mut decision = Decision::new(answer, "denied");
+        decision.involved = Involved::of(verdict.denials());
+        return decision;
     }
     let mut answer = Answer::allow();
     answer.warnings = verdict.findings.iter().map(|f| f.message.clone()).collect();
@@ -261,18 +366,175 @@ pub fn answer_for(verdict: &Verdict, username: &str) -> Decision {
             listed(&mut verdict.findings.iter().filter(|f| f.break_glass).map(|f| f.path.as_str())),
         );
         answer.audit_annotations.insert("break-glass-user".to_owned(), username.to_owned());
-        return Decision::new(answer, "break-glass");
+        let mut decision = Decision::new(answer, "break-glass");
+        decision.involved = Involved::of(verdict.findings.iter().filter(|f| f.break_glass));
+        return decision;
     }
     let outcome = if answer.warnings.is_empty() { "allowed" } else { "warned" };
-    Decision::new(answer, outcome)
+    let mut decision = Decision::new(answer, outcome);
+    if !verdict.findings.is_empty() {
+        decision.involved = Involved::of(verdict.findings.iter());
+    }
+    decision
+}
+
+/// The annotations a `restored` stamp's patch touches, as field paths
+/// (`metadata.annotations["hallmark.dev/applied-by"]`). A patch that adds the whole
+/// annotations map names each of its keys.
+fn restored_fields(ops: &[json_patch::PatchOperation]) -> Involved {
+    let mut out = Involved::default();
+    let mut push = |tokens: Vec<String>| out.push_path(FieldPath(tokens.into_iter().map(Segment::Field).collect()));
+    for op in ops {
+        let tokens: Vec<String> = op.path().tokens().map(|t| t.decoded().into_owned()).collect();
+        match op {
+            json_patch::PatchOperation::Add(add) if tokens == ["metadata", "annotations"] => {
+                for key in add.value.as_object().into_iter().flat_map(|m| m.keys()) {
+                    push(vec!["metadata".to_owned(), "annotations".to_owned(), key.clone()]);
+                }
+            }
+            _ => push(tokens),
+        }
+    }
+    out
 }
 
 /// The object a decision is about, for logs: kind, namespace, name — never content.
 pub fn describe(req: &AdmissionRequest) -> String {
     let ns = req.namespace().map(|n| format!("{n}/")).unwrap_or_default();
-    let name = req
-        .name
+    format!("{}/{ns}{}", req.resource.resource, object_name(req))
+}
+
+/// The name of the object a review is about: `request.name`, else the object's
+/// `metadata.name`; empty for a CREATE with `generateName` (the name is not chosen yet).
+pub fn object_name(req: &AdmissionRequest) -> &str {
+    req.name
         .as_deref()
-        .or_else(|| req.object.as_ref().and_then(|o| o.pointer("/metadata/name")).and_then(Value::as_str));
-    format!("{}/{ns}{}", req.resource.resource, name.unwrap_or(""))
+        .or_else(|| req.object.as_ref().and_then(|o| o.pointer("/metadata/name")).and_then(Value::as_str))
+        .unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::Review;
+    use crate::config::Settings;
+    use crate::policy::load::parse_documents;
+
+    const POLICY: &str = r#"
+apiVersion: hallmark.dev/v1alpha1
+kind: OwnershipPolicy
+metadata:
+  name: platform
+spec:
+  owner:
+    name: platform-config
+    reconcilers:
+      fieldManagers: ["kustomize-controller"]
+  rules:
+    - match: {kinds: ["Deployment"]}
+      fields: ["spec.template.spec.containers[*].resources"]
+      action: ACTION
+  breakGlass:
+    groups: ["sre-oncall"]
+"#;
+
+    fn engine() -> Engine {
+        Engine::new(Stamper::new(Settings::default()), OnError::Allow)
+    }
+
+    fn policies(action: &str) -> PolicySet {
+        PolicySet { policies: parse_documents(&POLICY.replace("ACTION", action), "policy.yaml").expect("policy") }
+    }
+
+    fn request(fixture: &str) -> AdmissionRequest {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(fixture);
+        Review::decode(&std::fs::read(path).expect("fixture")).expect("review").request
+    }
+
+    const CPU: &str = "deploy-platform-agent-update-patch-cpu-dev-flux-owned.json";
+    const CPU_PATH: &str = "spec.template.spec.containers[name=agent].resources.limits.cpu";
+
+    #[test]
+    fn a_denial_names_the_denied_fields_and_their_policy() {
+        let d = engine().validate(&request(CPU), &policies("deny"));
+        assert_eq!(d.outcome, "denied");
+        assert!(d.is_notable());
+        assert_eq!(d.involved, Involved { paths: vec![CPU_PATH.into()], more: 0, policies: vec!["platform".into()] });
+    }
+
+    #[test]
+    fn a_warning_and_a_break_glass_write_name_their_fields() {
+        let d = engine().validate(&request(CPU), &policies("warn"));
+        assert_eq!(d.outcome, "warned");
+        assert_eq!(d.involved.paths, vec![CPU_PATH.to_owned()]);
+        assert_eq!(d.involved.policies, vec!["platform".to_owned()]);
+
+        let req = request("deploy-platform-agent-update-patch-memory-sre-alice-break-glass.json");
+        let d = engine().validate(&req, &policies("deny"));
+        assert_eq!(d.outcome, "break-glass");
+        assert_eq!(d.involved.paths, vec!["spec.template.spec.containers[name=agent].resources.limits.memory"]);
+        assert_eq!(d.involved.policies, vec!["platform".to_owned()]);
+    }
+
+    #[test]
+    fn plain_allows_involve_nothing_and_allocate_nothing() {
+        let e = engine();
+        let p = policies("deny");
+        let allowed = e.validate(&request("deploy-web-update-csa-image-dev.json"), &p);
+        let stamped = e.mutate(&request("deploy-web-create-csa-dev.json"), &p, jiff::Timestamp::now());
+        for d in [allowed, stamped] {
+            assert!(matches!(d.outcome, "allowed" | "stamped"), "{}", d.outcome);
+            assert!(!d.is_notable());
+            assert_eq!(d.involved, Involved::default());
+            assert_eq!(d.involved.paths.capacity() + d.involved.policies.capacity(), 0);
+        }
+    }
+
+    #[test]
+    fn a_restored_stamp_names_the_annotations_put_back() {
+        let req = request("deploy-web-update-annotate-forged-committer-dev.json");
+        let d = engine().mutate(&req, &PolicySet::default(), jiff::Timestamp::now());
+        assert_eq!(d.outcome, "restored");
+        assert!(d.is_notable());
+        assert_eq!(d.involved.paths, vec![r#"metadata.annotations["hallmark.dev/committer"]"#.to_owned()]);
+        assert!(d.involved.policies.is_empty());
+    }
+
+    #[test]
+    fn a_stamp_that_replaced_forged_provenance_names_the_forged_annotations() {
+        let req = request("deploy-web-update-csa-forged-annotations-dev.json");
+        let d = engine().mutate(&req, &PolicySet::default(), jiff::Timestamp::now());
+        assert_eq!(d.outcome, "stamped");
+        assert!(!d.answer.warnings.is_empty() && d.is_notable());
+        let forged: Vec<String> = req.object.as_ref().unwrap()["metadata"]["annotations"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| k.starts_with("hallmark.dev/"))
+            .map(|k| format!(r#"metadata.annotations["{k}"]"#))
+            .collect();
+        assert!(!forged.is_empty());
+        for path in &forged {
+            assert!(d.involved.paths.contains(path), "{path} not in {:?}", d.involved.paths);
+        }
+        assert!(d.involved.policies.is_empty());
+    }
+
+    #[test]
+    fn involved_paths_are_capped_and_the_rest_counted() {
+        let findings: Vec<Finding> = (0..MAX_INVOLVED_PATHS + 3)
+            .map(|i| Finding {
+                path: format!("data.k{i}"),
+                message: String::new(),
+                action: crate::policy::Enforcement::Deny,
+                break_glass: false,
+                policy: if i % 2 == 0 { "b".into() } else { "a".into() },
+            })
+            .collect();
+        let inv = Involved::of(findings.iter());
+        assert_eq!(inv.paths.len(), MAX_INVOLVED_PATHS);
+        assert_eq!(inv.more, 3);
+        assert_eq!(inv.policies, vec!["a".to_owned(), "b".to_owned()]);
+        assert!(inv.paths_text().ends_with(&format!("data.k{},+3", MAX_INVOLVED_PATHS - 1)));
+    }
 }

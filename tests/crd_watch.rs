@@ -91,6 +91,9 @@ async fn watched_policies_load_and_an_invalid_one_gets_a_failed_condition() {
     assert!(condition["message"].as_str().unwrap_or_default().contains("spec.rules[0].fields[0]"), "{condition}");
     let good = patches.iter().find(|(n, _)| n == "good").expect("the valid policy's status was written");
     assert_eq!(good.1["status"]["conditions"][0]["status"], "True");
+    // What the HallmarkPolicyRejected alert reads.
+    let scrape = state.metrics.encode();
+    assert!(scrape.contains(r#"hallmark_policies_rejected{source="crd"} 1"#), "{scrape}");
     watcher.abort();
     api.abort();
 }

@@ -237,7 +237,11 @@ async fn e2e_stamps_denies_and_keeps_noops_quiet() {
     let Some(env) = env() else { return };
     let ns = format!("hallmark-e2e-{}", std::process::id());
     let stop = start_and_register(&env, &ns).await;
-    let result = tokio::time::timeout(Duration::from_secs(120), scenario(&env, &ns)).await;
+    let result = tokio::time::timeout(Duration::from_secs(120), async {
+        scenario(&env, &ns).await;
+        apiserver_webhook_metrics(&env).await;
+    })
+    .await;
     cleanup(&env, &ns).await;
     let _ = stop.send(());
     result.expect("scenario finished in time");
@@ -510,4 +514,36 @@ async fn scale_scenario(env: &Env, ns: &str) {
             }
         }
     }
+}
+
+/// After the scenario (stamps, denials): kube-apiserver's own admission-webhook metrics
+/// carry hallmark's webhook names the way the dashboard and the alerts of
+/// manifests/monitoring/ query them (one kube-apiserver: with several, the one that served
+/// the writes holds the series).
+async fn apiserver_webhook_metrics(env: &Env) {
+    let admin = client_as(env, None).await;
+    let text = admin
+        .request_text(hyper::Request::get("/metrics").body(Vec::new()).expect("request"))
+        .await
+        .expect("kube-apiserver /metrics");
+    let series = |metric: &str, labels: &[&str]| {
+        text.lines().any(|l| l.starts_with(&format!("{metric}{{")) && labels.iter().all(|want| l.contains(want)))
+    };
+    for webhook in ["stamp.hallmark.dev", "ownership.hallmark.dev"] {
+        let name = format!("name=\"{webhook}\"");
+        for metric in [
+            "apiserver_admission_webhook_admission_duration_seconds_bucket",
+            "apiserver_admission_webhook_request_total",
+        ] {
+            assert!(series(metric, &[&name]), "kube-apiserver exports no {metric}{{{name}}}");
+        }
+    }
+    // hallmark's denial, as the dashboard's "Rejections by error type" panel reads it.
+    assert!(
+        series(
+            "apiserver_admission_webhook_rejection_count",
+            &["name=\"ownership.hallmark.dev\"", "error_type=\"no_error\""]
+        ),
+        "the denial is counted as a webhook rejection"
+    );
 }

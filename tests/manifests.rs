@@ -417,10 +417,19 @@ fn check_typed(doc: &Doc) {
         ("cert-manager.io/v1", "Issuer" | "ClusterIssuer") => check_issuer(doc),
         ("cert-manager.io/v1", "Certificate") => check_certificate(doc),
         ("hallmark.dev/v1alpha1", "OwnershipPolicy") => check_policy_shape(doc),
+        // Prometheus Operator objects of manifests/monitoring/ (no k8s-openapi type; their
+        // content is checked in tests/monitoring.rs).
+        ("monitoring.coreos.com/v1", "ServiceMonitor" | "PrometheusRule") => check_monitoring(doc),
         (api_version, kind) => {
             panic!("{}: unexpected {api_version} {kind}; teach tests/manifests.rs about it", doc.at())
         }
     }
+}
+
+fn check_monitoring(doc: &Doc) {
+    assert!(!doc.name().is_empty(), "{}: {} without a name", doc.at(), doc.kind());
+    assert_eq!(doc.namespace(), Some(NAMESPACE), "{}: {} lives with hallmark", doc.at(), doc.kind());
+    assert!(doc.json["spec"].as_object().is_some_and(|s| !s.is_empty()), "{}: {} without a spec", doc.at(), doc.kind());
 }
 
 fn check_issuer(doc: &Doc) {

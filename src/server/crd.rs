@@ -71,6 +71,7 @@ async fn publish(
     good: &mut BTreeMap<String, CompiledPolicy>,
     reported: &mut BTreeMap<String, String>,
 ) {
+    let mut rejected = 0;
     for (name, doc) in docs {
         let (ok, message) = match crate::policy::compile_resource(doc) {
             Ok(compiled) => {
@@ -78,6 +79,7 @@ async fn publish(
                 (true, "policy is in force".to_owned())
             }
             Err(e) => {
+                rejected += 1;
                 state.metrics.reload("crd", false);
                 tracing::error!(policy = %name, error = %e, "OwnershipPolicy rejected; its last good version stays in force");
                 (false, e)
@@ -89,6 +91,7 @@ async fn publish(
             reported.insert(name.clone(), key);
         }
     }
+    state.metrics.set_policies_rejected("crd", rejected);
     state.set_source("crd", good.values().cloned().collect());
     state.metrics.reload("crd", true);
 }

@@ -11,7 +11,7 @@ pub use reload::policy_watch;
 use crate::admission::{Review, encode_response, one_line};
 use crate::metrics::{EndpointLabels, Metrics, RequestLabels};
 use crate::policy::{CompiledPolicy, PolicySet};
-use crate::review::{Decision, Engine, describe};
+use crate::review::{Decision, Engine, describe, object_name};
 use arc_swap::ArcSwap;
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -347,9 +347,7 @@ fn finish(
         Err(_) => {
             tracing::error!(endpoint = endpoint.name(), uid = %req.uid, "internal error while evaluating a review");
             match endpoint {
-                Endpoint::Mutate => {
-                    Decision { answer: crate::admission::Answer::allow(), outcome: "error", error: Some("internal") }
-                }
+                Endpoint::Mutate => Decision::failed(crate::admission::Answer::allow(), "internal"),
                 Endpoint::Validate => state.engine.unevaluable("internal", "internal error"),
             }
         }
@@ -385,23 +383,57 @@ fn record(
             endpoint = name,
             object = %describe(req),
             user = %req.user_info.username,
-            operation = ?req.operation,
+            operation = operation_name(req.operation),
             "system writer: allowed, not stamped"
         );
         return;
     }
-    match d.outcome {
-        "denied" | "break-glass" | "error" => tracing::info!(
-            endpoint = name,
-            outcome = d.outcome,
-            object = %describe(req),
-            user = %req.user_info.username,
-            uid = %req.uid,
-            dry_run = req.dry_run.unwrap_or(false),
-            "admission decision"
-        ),
-        _ => {
-            tracing::debug!(endpoint = name, outcome = d.outcome, object = %describe(req), uid = %req.uid, "admission decision")
+    if !d.is_notable() {
+        tracing::debug!(endpoint = name, outcome = d.outcome, object = %describe(req), uid = %req.uid, "admission decision");
+        return;
+    }
+    if matches!(d.outcome, "denied" | "warned" | "break-glass") {
+        for policy in &d.involved.policies {
+            m.ownership_decision(d.outcome, policy);
         }
+    }
+    // One line per notable decision: who wrote which object, what hallmark answered and
+    // the fields involved (paths only: never a value, objects may be Secrets).
+    macro_rules! decision {
+        ($level:ident) => {
+            tracing::$level!(
+                endpoint = name,
+                outcome = d.outcome,
+                kind = %req.kind.kind,
+                namespace = req.namespace().unwrap_or(""),
+                name = object_name(req),
+                operation = operation_name(req.operation),
+                subresource = req.subresource().unwrap_or(""),
+                user = %req.user_info.username,
+                fields = %d.involved.paths_text(),
+                policies = %d.involved.policies.join(","),
+                warnings = d.answer.warnings.len(),
+                error = d.error.unwrap_or(""),
+                dry_run = req.dry_run.unwrap_or(false),
+                uid = %req.uid,
+                "admission decision"
+            )
+        };
+    }
+    if d.outcome == "error" {
+        decision!(warn);
+    } else {
+        decision!(info);
+    }
+}
+
+/// `request.operation` as kube-apiserver writes it.
+fn operation_name(op: crate::admission::Operation) -> &'static str {
+    use crate::admission::Operation;
+    match op {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
     }
 }

@@ -56,11 +56,14 @@ pub async fn policy_watch(state: Arc<AppState>, paths: Vec<PathBuf>) {
                 let n = policies.len();
                 state.set_source("files", policies);
                 state.metrics.reload("policy", true);
+                state.metrics.set_policies_rejected("files", 0);
                 last_error = None;
                 tracing::info!(policies = n, "policies reloaded from files");
             }
             Ok(Err(e)) => {
                 state.metrics.reload("policy", false);
+                // The files load as a whole: one bad document refuses the new set.
+                state.metrics.set_policies_rejected("files", 1);
                 let e = e.to_string();
                 if last_error.as_deref() != Some(&e) {
                     tracing::error!(error = %e, "policy rejected; the last good policies stay in force");

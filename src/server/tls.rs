@@ -86,6 +86,24 @@ fn fingerprint(cert: &[u8], key: &[u8]) -> Vec<u8> {
     [cert, key].concat()
 }
 
+/// notAfter of the leaf (first) certificate of `key`, in Unix seconds; `None` when it
+/// cannot be parsed as X.509 (rustls accepted it, so this does not happen in practice).
+pub fn expiry(key: &CertifiedKey) -> Option<i64> {
+    let leaf = key.cert.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
+/// Sets `hallmark_certificate_expiry_timestamp_seconds` to the notAfter of `key`.
+pub fn record_expiry(metrics: &Metrics, key: &CertifiedKey) {
+    match expiry(key) {
+        Some(t) => {
+            metrics.certificate_expiry.set(t);
+        }
+        None => tracing::warn!("cannot read notAfter of the serving certificate; its expiry is not exported"),
+    }
+}
+
 /// Reads a certificate/key pair from files; also returns their fingerprint.
 pub fn load_pair(cert: &Path, key: &Path) -> Result<(CertifiedKey, Vec<u8>), TlsError> {
     let (c, k) = read_pair(cert, key)?;
@@ -127,6 +145,10 @@ pub fn server_config(store: Arc<CertStore>, client_ca: Option<&Path>) -> Result<
     Ok(config)
 }
 
+/// What a reload reports: `Some(key)` when a new pair was swapped in, `None` when a new
+/// pair was refused.
+pub type ReloadObserver = Arc<dyn Fn(Option<&CertifiedKey>) + Send + Sync>;
+
 /// Watches a certificate/key pair on disk and swaps it into `store` when it changes. A
 /// broken new pair is refused with an error; the old one stays in force.
 pub async fn watch_pair(
@@ -134,7 +156,7 @@ pub async fn watch_pair(
     cert: PathBuf,
     key: PathBuf,
     mut last_seen: Vec<u8>,
-    metrics: Arc<dyn Fn(bool) + Send + Sync>,
+    metrics: ReloadObserver,
 ) {
     let mut last_error: Option<String> = None;
     loop {
@@ -156,10 +178,10 @@ pub async fn watch_pair(
         // rotation half done.
         match certified_key_from_pem(&cert_pem, &key_pem) {
             Ok(ck) => {
+                metrics(Some(&ck));
                 store.swap(ck);
                 last_seen = now;
                 last_error = None;
-                metrics(true);
                 tracing::info!(cert = %cert.display(), "serving certificate reloaded");
             }
             Err(e) => report(&mut last_error, e.to_string(), &metrics),
@@ -167,15 +189,21 @@ pub async fn watch_pair(
     }
 }
 
-fn report(last: &mut Option<String>, error: String, metrics: &Arc<dyn Fn(bool) + Send + Sync>) {
+fn report(last: &mut Option<String>, error: String, metrics: &ReloadObserver) {
     if last.as_deref() != Some(error.as_str()) {
         tracing::error!(%error, "new serving certificate refused; the previous one stays in force");
-        metrics(false);
+        metrics(None);
         *last = Some(error);
     }
 }
 
-/// Keeps the metrics type out of the watcher's signature.
-pub fn reload_counter(metrics: Arc<crate::server::AppState>) -> Arc<dyn Fn(bool) + Send + Sync> {
-    Arc::new(move |ok| Metrics::reload(&metrics.metrics, "certificate", ok))
+/// Keeps the metrics type out of the watcher's signature: counts each reload in
+/// `hallmark_reloads_total{what="certificate"}` and exports the expiry of a new pair.
+pub fn reload_counter(state: Arc<crate::server::AppState>) -> ReloadObserver {
+    Arc::new(move |reloaded| {
+        state.metrics.reload("certificate", reloaded.is_some());
+        if let Some(key) = reloaded {
+            record_expiry(&state.metrics, key);
+        }
+    })
 }
