@@ -17,3 +17,4 @@ pub mod policy;
 pub mod provenance;
 pub mod review;
 pub mod server;
+pub mod webhook_config;

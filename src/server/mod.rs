@@ -4,6 +4,7 @@ pub mod crd;
 pub mod reload;
 pub mod serve;
 pub mod tls;
+pub mod webhook_sync;
 
 pub use reload::policy_watch;
 
