@@ -126,6 +126,17 @@ fn deployment(ns: &str, image: &str, cpu: &str) -> Value {
 /// Starts hallmark where the cluster can reach it and registers both webhooks for one
 /// namespace. Returns the server's stop handle.
 async fn start_and_register(env: &Env, ns: &str) -> tokio::sync::oneshot::Sender<()> {
+    start_and_register_with(env, ns, false).await.0
+}
+
+/// As `start_and_register`; with `conditions`, the ownership webhook is registered as
+/// `hallmark webhook-config` generates it for POLICY (no CREATE, the generated
+/// matchConditions). Also returns the server's state, for its request counters.
+async fn start_and_register_with(
+    env: &Env,
+    ns: &str,
+    conditions: bool,
+) -> (tokio::sync::oneshot::Sender<()>, Arc<AppState>) {
     let url: hyper::Uri = env.url.parse().expect("HALLMARK_E2E_WEBHOOK_URL is a URL");
     let host = url.host().expect("URL has a host").trim_matches(['[', ']']).to_owned();
     let port = url.port_u16().unwrap_or(443);
@@ -136,14 +147,14 @@ async fn start_and_register(env: &Env, ns: &str) -> tokio::sync::oneshot::Sender
     let policies = hallmark::policy::load::parse_documents(POLICY, "e2e-policy.yaml").expect("policy");
     let state =
         Arc::new(AppState::new(Engine::new(Stamper::new(Settings::default()), OnError::Allow), PolicySet::default()));
-    state.set_policies(PolicySet { policies });
+    state.set_policies(PolicySet { policies: policies.clone() });
     let opts = ServeOptions {
         listen: listen.parse().expect("HALLMARK_E2E_LISTEN"),
         metrics_listen: "127.0.0.1:0".parse().expect("addr"),
         drain: Duration::from_millis(0),
         ..ServeOptions::default()
     };
-    let bound = bind(state, store, opts).await.expect("bind the e2e webhook");
+    let bound = bind(state.clone(), store, opts).await.expect("bind the e2e webhook");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(bound.serve(async move {
         let _ = rx.await;
@@ -162,7 +173,7 @@ async fn start_and_register(env: &Env, ns: &str) -> tokio::sync::oneshot::Sender
             "failurePolicy": "Fail", "timeoutSeconds": 5, "reinvocationPolicy": "IfNeeded"}]
     }))
     .expect("mutating config");
-    let validating: ValidatingWebhookConfiguration = serde_json::from_value(json!({
+    let mut validating: ValidatingWebhookConfiguration = serde_json::from_value(json!({
         "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
         "metadata": {"name": format!("{ns}-ownership")},
         "webhooks": [{"name": "ownership.hallmark.dev", "clientConfig": {"url": format!("{}/validate", env.url), "caBundle": ca},
@@ -170,6 +181,13 @@ async fn start_and_register(env: &Env, ns: &str) -> tokio::sync::oneshot::Sender
             "failurePolicy": "Fail", "timeoutSeconds": 5}]
     }))
     .expect("validating config");
+    if conditions {
+        let hook = &mut validating.webhooks.as_mut().expect("webhooks")[0];
+        hook.match_conditions = Some(hallmark::webhook_config::ownership_conditions(&PolicySet { policies }));
+        hook.rules = serde_json::from_value(json!([{"apiGroups": ["apps"], "apiVersions": ["v1"],
+            "operations": ["UPDATE", "DELETE"], "resources": ["deployments", "deployments/scale"]}]))
+        .expect("rules");
+    }
     Api::<MutatingWebhookConfiguration>::all(admin.clone())
         .create(&PostParams::default(), &mutating)
         .await
@@ -195,7 +213,7 @@ async fn start_and_register(env: &Env, ns: &str) -> tokio::sync::oneshot::Sender
     Api::<RoleBinding>::namespaced(admin, ns).create(&PostParams::default(), &binding).await.expect("rolebinding");
     // Webhook configurations take a moment to be picked up by the apiserver.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    tx
+    (tx, state)
 }
 
 async fn cleanup(env: &Env, ns: &str) {
@@ -329,4 +347,62 @@ async fn scenario(env: &Env, ns: &str) {
     let (code, out) = plugin(env, &["list", "-n", ns, "--kind", "deployments", "--branch", "main"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("ci-app") && !out.contains("agent "), "{out}");
+}
+
+/// Reviews `/validate` answered so far, whatever the outcome.
+fn validate_calls(state: &AppState) -> u64 {
+    state
+        .metrics
+        .encode()
+        .lines()
+        .filter(|l| l.starts_with("hallmark_admission_requests_total{") && l.contains("endpoint=\"validate\""))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|n| n.parse::<u64>().ok()))
+        .sum()
+}
+
+#[tokio::test]
+async fn e2e_writes_hallmark_cannot_judge_are_not_sent_to_validate() {
+    let Some(env) = env() else { return };
+    // Outside POLICY's `hallmark-e2e-*` namespaces: only managedFields and reconcilers matter.
+    let ns = format!("hallmark-cel-{}", std::process::id());
+    let (stop, state) = start_and_register_with(&env, &ns, true).await;
+    let result = tokio::time::timeout(Duration::from_secs(120), skipped_scenario(&env, &ns, &state)).await;
+    cleanup(&env, &ns).await;
+    let _ = stop.send(());
+    result.expect("scenario finished in time");
+}
+
+async fn skipped_scenario(env: &Env, ns: &str, state: &AppState) {
+    let flux: Api<Deployment> = Api::namespaced(client_as(env, Some(("hallmark-e2e-flux", &[]))).await, ns);
+    let dev: Api<Deployment> =
+        Api::namespaced(client_as(env, Some(("hallmark-e2e-dev", &["hallmark-e2e-devs"]))).await, ns);
+    let before = validate_calls(state);
+
+    // CREATEs are never sent (not in the rules).
+    let git = deployment(ns, "registry.example.com/agent:1.0", "500m");
+    flux.patch("agent", &PatchParams::apply("kustomize-controller").force(), &Patch::Apply(&git))
+        .await
+        .expect("reconciler apply");
+    let mut mine = deployment(ns, "registry.example.com/mine:1.0", "100m");
+    mine["metadata"]["name"] = json!("mine");
+    dev.patch("mine", &PatchParams::apply("dev-apply"), &Patch::Apply(&mine)).await.expect("dev creates");
+    assert_eq!(validate_calls(state), before, "no CREATE reaches /validate");
+
+    // An UPDATE of an object no reconciler manages, in a namespace no rule names: skipped.
+    let image = |i: &str| json!({"spec": {"template": {"spec": {"containers": [{"name": "agent", "image": i}]}}}});
+    let params = PatchParams { field_manager: Some("kubectl-set".into()), ..PatchParams::default() };
+    dev.patch("mine", &params, &Patch::Strategic(&image("registry.example.com/mine:1.1"))).await.expect("update");
+    assert_eq!(validate_calls(state), before, "a write to an unowned object is decided in kube-apiserver");
+
+    // The reconciler's own re-apply: skipped too.
+    let next = deployment(ns, "registry.example.com/agent:1.1", "500m");
+    flux.patch("agent", &PatchParams::apply("kustomize-controller").force(), &Patch::Apply(&next))
+        .await
+        .expect("reconciler re-apply");
+    assert_eq!(validate_calls(state), before, "the reconciler's writes are not sent");
+
+    // dev changes a field Flux owns: sent, and warned about (managedFields: warn).
+    let cpu = json!({"spec": {"template": {"spec": {"containers": [{"name": "agent", "resources": {"limits": {"cpu": "750m"}}}]}}}});
+    dev.patch("agent", &params, &Patch::Strategic(&cpu)).await.expect("warned, allowed");
+    assert_eq!(validate_calls(state), before + 1, "a write to a Flux-managed object is sent");
 }
