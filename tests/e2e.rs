@@ -405,4 +405,21 @@ async fn skipped_scenario(env: &Env, ns: &str, state: &AppState) {
     let cpu = json!({"spec": {"template": {"spec": {"containers": [{"name": "agent", "resources": {"limits": {"cpu": "750m"}}}]}}}});
     dev.patch("agent", &params, &Patch::Strategic(&cpu)).await.expect("warned, allowed");
     assert_eq!(validate_calls(state), before + 1, "a write to a Flux-managed object is sent");
+
+    // What --watch-policies does when the policies change, on the real API: the strategic
+    // merge patch replaces exactly that webhook's matchConditions and nothing else.
+    use hallmark::server::webhook_sync::{Outcome, reconcile};
+    let api: Api<ValidatingWebhookConfiguration> = Api::all(client_as(env, None).await);
+    let name = format!("{ns}-ownership");
+    let old = api.get(&name).await.expect("the configuration");
+    let wanted = hallmark::webhook_config::ownership_conditions(&PolicySet::default());
+    assert_eq!(reconcile(&api, &name, &wanted).await.expect("patched"), Outcome::Patched);
+    let new = api.get(&name).await.expect("the configuration");
+    let (old, new) = (&old.webhooks.expect("webhooks")[0], &new.webhooks.expect("webhooks")[0]);
+    assert_eq!(new.match_conditions.as_ref(), Some(&wanted), "replaced as a whole, in order");
+    assert_eq!(
+        (&new.client_config, &new.rules, &new.failure_policy),
+        (&old.client_config, &old.rules, &old.failure_policy)
+    );
+    assert_eq!(reconcile(&api, &name, &wanted).await.expect("read"), Outcome::Current);
 }
