@@ -179,21 +179,19 @@ pub fn ownership_expression(policies: &PolicySet) -> String {
     rendered.join("\n|| ")
 }
 
-/// An upper estimate of the runtime cost of [`ownership_expression`] in kube-apiserver's
-/// units, for an object with `entries` managedFields entries: one unit per comparison,
-/// field selection and list element, as cel-go's cost model counts them (each
-/// `e.manager in [...]` costs at most the list's length). Compare with
-/// `RuntimeCELCostBudgetMatchConditions = 2500000`.
+/// A rough, deliberately generous estimate of the runtime cost of [`ownership_expression`]
+/// in cel-go's units, for an object with `entries` managedFields entries. Per entry of each
+/// `managedFields.exists(...)`: the loop step, `has`, the field selection, building the
+/// list literal of managers (about 10 in cel-go's cost model) and the `in` over it (its
+/// length), counted twice over. Everything else is evaluated once and bounded by the
+/// expression's length (a regular expression costs about a tenth of its length times the
+/// string's; the strings are names). Compare with `RuntimeCELCostBudgetMatchConditions =
+/// 2500000` (k8s.io/apiserver/pkg/apis/cel/config.go).
 pub fn estimated_cost(policies: &PolicySet, entries: u64) -> u64 {
     let expression = ownership_expression(policies);
-    // Per-entry work of every `managedFields.exists(...)`: the loop step, `has`, the select
-    // and the `in` over the listed managers.
     let scans: u64 = expression.matches("managedFields.exists(").count() as u64;
-    let managers_per_scan: u64 = policies.effective().map(|p| p.reconciler_field_managers.len() as u64).sum();
-    // Everything else is evaluated once: bounded by the expression's length (regular
-    // expressions cost about a tenth of their length times the string's; names are short).
-    let rest = expression.len() as u64;
-    scans * entries * (4 + managers_per_scan) + rest
+    let managers: u64 = policies.effective().map(|p| p.reconciler_field_managers.len() as u64).sum();
+    scans * entries * 2 * (4 + 10 + managers) + expression.len() as u64
 }
 
 /// Who a policy's reconcilers are, as the "not a reconciler" test needs it.

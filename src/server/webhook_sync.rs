@@ -6,7 +6,8 @@
 //! Only that one list is written, with a strategic merge patch keyed by the webhook's name
 //! (`webhooks` and `matchConditions` are merge lists keyed by `name` in
 //! `admissionregistration/v1`) whose `$patch: replace` element replaces the list as a
-//! whole, so conditions of a removed policy do not linger; nothing else of the object
+//! whole (k8s.io/apimachinery/pkg/util/strategicpatch/patch.go,
+//! `mergeSliceWithSpecialElements`), so conditions of a removed policy do not linger; nothing else of the object
 //! (caBundle injected by cert-manager, failurePolicy, rules) is touched. RBAC:
 //! `get`/`patch` on `validatingwebhookconfigurations` with `resourceNames: [NAME]`.
 //!
