@@ -12,8 +12,8 @@
 //! `get`/`patch` on `validatingwebhookconfigurations` with `resourceNames: [NAME]`.
 //!
 //! It patches only when the conditions in the cluster differ from the generated ones,
-//! checks again every [`SyncOptions::resync`] (a `kubectl apply` of the manifests resets
-//! them to the built-in default's), and not before every policy source has loaded once
+//! checks again every [`SyncOptions::resync`] (a server-side apply of the manifests with
+//! `--force-conflicts` resets them to the built-in default's), and not before every policy source has loaded once
 //! (`AppState::policies_loaded`): narrowing the conditions to a partial policy set would
 //! skip writes that a policy still loading judges. Errors are logged, counted in
 //! `hallmark_reloads_total{what="webhook-config",result="error"}` and retried with backoff;
@@ -42,11 +42,13 @@ pub struct SyncOptions {
 }
 
 impl SyncOptions {
+    /// For the configuration `name`: poll every second, read back every 10 seconds, back
+    /// off up to a minute after errors.
     pub fn new(name: impl Into<String>) -> SyncOptions {
         SyncOptions {
             name: name.into(),
             poll: Duration::from_secs(1),
-            resync: Duration::from_secs(60),
+            resync: Duration::from_secs(10),
             max_backoff: Duration::from_secs(60),
         }
     }
