@@ -7,15 +7,17 @@
 //! (`webhooks` and `matchConditions` are merge lists keyed by `name` in
 //! `admissionregistration/v1`) whose `$patch: replace` element replaces the list as a
 //! whole (k8s.io/apimachinery/pkg/util/strategicpatch/patch.go,
-//! `mergeSliceWithSpecialElements`), so conditions of a removed policy do not linger; nothing else of the object
-//! (caBundle injected by cert-manager, failurePolicy, rules) is touched. RBAC:
-//! `get`/`patch` on `validatingwebhookconfigurations` with `resourceNames: [NAME]`.
+//! `mergeSliceWithSpecialElements`), so conditions of a removed policy do not linger.
+//! Nothing else of the object (caBundle injected by cert-manager, failurePolicy, rules) is
+//! touched. RBAC: `get`/`patch` on `validatingwebhookconfigurations` with
+//! `resourceNames: [NAME]`.
 //!
-//! It patches only when the conditions in the cluster differ from the generated ones,
-//! checks again every [`SyncOptions::resync`] (a server-side apply of the manifests with
-//! `--force-conflicts` resets them to the built-in default's), and not before every policy source has loaded once
-//! (`AppState::policies_loaded`): narrowing the conditions to a partial policy set would
-//! skip writes that a policy still loading judges. Errors are logged, counted in
+//! It patches only when the conditions in the cluster differ from the generated ones, reads
+//! them back every [`SyncOptions::resync`] (a server-side apply of the manifests with
+//! `--force-conflicts` resets them to the built-in default's), and does nothing before
+//! every policy source has loaded once (`AppState::policies_loaded`): narrowing the
+//! conditions to a partial policy set would skip writes that a policy still loading
+//! judges. Errors are logged, counted in
 //! `hallmark_reloads_total{what="webhook-config",result="error"}` and retried with backoff;
 //! they never stop the server.
 
