@@ -1,4 +1,4 @@
-//! The `hallmark` command line: `serve`, `check`, `certs`, `crd`, `declare`.
+//! The `hallmark` command line: `serve`, `check`, `certs`, `crd`, `declare`, `webhook-config`.
 
 use crate::admission::{AdmissionRequest, Answer, GroupVersionKind, GroupVersionResource, Operation, Review, UserInfo};
 use crate::config::Settings;
@@ -40,6 +40,9 @@ pub enum Command {
     Certs(CertsArgs),
     /// Print the OwnershipPolicy CustomResourceDefinition.
     Crd,
+    /// Print the webhook configurations, with the ownership webhook's matchConditions
+    /// generated from the policies (YAML).
+    WebhookConfig(WebhookConfigArgs),
     /// Add the declared provenance annotations from the CI environment to manifests
     /// (stdin or -f) and print them: after `kustomize build`, before `kubectl apply -f -`,
     /// or as Helm's post-renderer.
@@ -108,6 +111,10 @@ pub struct ServeArgs {
     /// Also watch OwnershipPolicy custom resources through the Kubernetes API.
     #[arg(long, env = "HALLMARK_WATCH_POLICIES")]
     pub watch_policies: bool,
+    /// With --watch-policies: the ValidatingWebhookConfiguration whose ownership webhook's
+    /// matchConditions hallmark keeps in line with the policies ("" turns this off).
+    #[arg(long, env = "HALLMARK_WEBHOOK_CONFIG_NAME", default_value = "hallmark")]
+    pub webhook_config_name: String,
     /// What /validate answers when it cannot evaluate a review.
     #[arg(long, env = "HALLMARK_ON_ERROR", value_enum, default_value = "allow")]
     pub on_error: OnError,
@@ -133,6 +140,34 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "HALLMARK_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct WebhookConfigArgs {
+    #[command(flatten)]
+    pub provenance: ProvenanceArgs,
+    /// metadata.name of both configurations.
+    #[arg(long, default_value = "hallmark")]
+    pub name: String,
+    /// Namespace of hallmark's Service.
+    #[arg(long, default_value = "hallmark-system")]
+    pub namespace: String,
+    /// Name of hallmark's Service.
+    #[arg(long, default_value = "hallmark")]
+    pub service: String,
+    /// Port of hallmark's Service (HTTPS).
+    #[arg(long, default_value_t = 443)]
+    pub port: i32,
+    /// CA certificate (PEM) that signed hallmark's serving certificate; without it, the
+    /// placeholder of the committed manifests.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// failurePolicy of the ownership webhook.
+    #[arg(long, default_value = "Fail", value_parser = ["Fail", "Ignore"])]
+    pub ownership_failure_policy: String,
+    /// Print only one of the two configurations.
+    #[arg(long, value_enum)]
+    pub only: Option<crate::webhook_config::Which>,
 }
 
 #[derive(Args, Debug)]
@@ -212,6 +247,7 @@ pub fn run(cli: Cli) -> i32 {
                 &mut std::io::stderr().lock(),
             )
         }
+        Command::WebhookConfig(args) => webhook_config(args),
         Command::Crd => match crate::policy::crd_yaml() {
             Ok(y) => {
                 print!("{y}");
@@ -353,12 +389,53 @@ async fn serve(args: ServeArgs) -> i32 {
     }
     if args.watch_policies {
         tokio::spawn(crate::server::crd::watch(state.clone()));
+        if !args.webhook_config_name.is_empty() {
+            let options = crate::server::webhook_sync::SyncOptions::new(args.webhook_config_name.clone());
+            tokio::spawn(crate::server::webhook_sync::sync(state.clone(), options));
+        }
     }
     tracing::info!(listen = %bound.addr, metrics = %bound.metrics_addr, "hallmark serving");
     match bound.serve(shutdown_signal()).await {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!(error = %e, "server failed");
+            1
+        }
+    }
+}
+
+fn webhook_config(args: WebhookConfigArgs) -> i32 {
+    let (_, policies) = match inputs(&args.provenance) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let mut target = crate::webhook_config::Target {
+        name: args.name,
+        namespace: args.namespace,
+        service: args.service,
+        port: args.port,
+        ownership_failure_policy: args.ownership_failure_policy,
+        ..crate::webhook_config::Target::default()
+    };
+    if let Some(path) = &args.ca_file {
+        match std::fs::read(path) {
+            Ok(pem) => target.ca_bundle = pem,
+            Err(e) => {
+                eprintln!("error: {}: {e}", path.display());
+                return EXIT_BAD_INPUT;
+            }
+        }
+    }
+    match crate::webhook_config::yaml(&target, &policies, args.only) {
+        Ok(y) => {
+            print!("{y}");
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
             1
         }
     }

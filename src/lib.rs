@@ -18,3 +18,4 @@ pub mod policy;
 pub mod provenance;
 pub mod review;
 pub mod server;
+pub mod webhook_config;

@@ -137,6 +137,17 @@ fn deployment(ns: &str, image: &str, cpu: &str) -> Value {
 /// Starts hallmark where the cluster can reach it and registers both webhooks for one
 /// namespace. Returns the server's stop handle.
 async fn start_and_register(env: &Env, ns: &str) -> tokio::sync::oneshot::Sender<()> {
+    start_and_register_with(env, ns, false).await.0
+}
+
+/// As `start_and_register`; with `conditions`, the ownership webhook is registered as
+/// `hallmark webhook-config` generates it for POLICY (no CREATE, the generated
+/// matchConditions). Also returns the server's state, for its request counters.
+async fn start_and_register_with(
+    env: &Env,
+    ns: &str,
+    conditions: bool,
+) -> (tokio::sync::oneshot::Sender<()>, Arc<AppState>) {
     let url: hyper::Uri = env.url.parse().expect("HALLMARK_E2E_WEBHOOK_URL is a URL");
     let host = url.host().expect("URL has a host").trim_matches(['[', ']']).to_owned();
     let port = url.port_u16().unwrap_or(443);
@@ -149,7 +160,7 @@ async fn start_and_register(env: &Env, ns: &str) -> tokio::sync::oneshot::Sender
     let settings =
         Settings { declarers: Subjects { users: vec![DECLARER.to_owned()], groups: vec![] }, ..Settings::default() };
     let state = Arc::new(AppState::new(Engine::new(Stamper::new(settings), OnError::Allow), PolicySet::default()));
-    state.set_policies(PolicySet { policies });
+    state.set_policies(PolicySet { policies: policies.clone() });
     // Scale writes: the parent is read as the deployed hallmark reads it (RBAC get).
     state.set_parent_lookup(hallmark::server::parents::ParentLookup::new(
         client_as(env, None).await,
@@ -161,7 +172,7 @@ async fn start_and_register(env: &Env, ns: &str) -> tokio::sync::oneshot::Sender
         drain: Duration::from_millis(0),
         ..ServeOptions::default()
     };
-    let bound = bind(state, store, opts).await.expect("bind the e2e webhook");
+    let bound = bind(state.clone(), store, opts).await.expect("bind the e2e webhook");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(bound.serve(async move {
         let _ = rx.await;
@@ -180,7 +191,7 @@ async fn start_and_register(env: &Env, ns: &str) -> tokio::sync::oneshot::Sender
             "failurePolicy": "Fail", "timeoutSeconds": 5, "reinvocationPolicy": "IfNeeded"}]
     }))
     .expect("mutating config");
-    let validating: ValidatingWebhookConfiguration = serde_json::from_value(json!({
+    let mut validating: ValidatingWebhookConfiguration = serde_json::from_value(json!({
         "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
         "metadata": {"name": format!("{ns}-ownership")},
         "webhooks": [{"name": "ownership.hallmark.dev", "clientConfig": {"url": format!("{}/validate", env.url), "caBundle": ca},
@@ -188,6 +199,13 @@ async fn start_and_register(env: &Env, ns: &str) -> tokio::sync::oneshot::Sender
             "failurePolicy": "Fail", "timeoutSeconds": 5}]
     }))
     .expect("validating config");
+    if conditions {
+        let hook = &mut validating.webhooks.as_mut().expect("webhooks")[0];
+        hook.match_conditions = Some(hallmark::webhook_config::ownership_conditions(&PolicySet { policies }));
+        hook.rules = serde_json::from_value(json!([{"apiGroups": ["apps"], "apiVersions": ["v1"],
+            "operations": ["UPDATE", "DELETE"], "resources": ["deployments", "deployments/scale"]}]))
+        .expect("rules");
+    }
     Api::<MutatingWebhookConfiguration>::all(admin.clone())
         .create(&PostParams::default(), &mutating)
         .await
@@ -214,7 +232,7 @@ async fn start_and_register(env: &Env, ns: &str) -> tokio::sync::oneshot::Sender
     Api::<RoleBinding>::namespaced(admin, ns).create(&PostParams::default(), &binding).await.expect("rolebinding");
     // Webhook configurations take a moment to be picked up by the apiserver.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    tx
+    (tx, state)
 }
 
 async fn cleanup(env: &Env, ns: &str) {
@@ -546,4 +564,79 @@ async fn apiserver_webhook_metrics(env: &Env) {
         ),
         "the denial is counted as a webhook rejection"
     );
+}
+
+/// Reviews `/validate` answered so far, whatever the outcome.
+fn validate_calls(state: &AppState) -> u64 {
+    state
+        .metrics
+        .encode()
+        .lines()
+        .filter(|l| l.starts_with("hallmark_admission_requests_total{") && l.contains("endpoint=\"validate\""))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|n| n.parse::<u64>().ok()))
+        .sum()
+}
+
+#[tokio::test]
+async fn e2e_writes_hallmark_cannot_judge_are_not_sent_to_validate() {
+    let Some(env) = env() else { return };
+    // Outside POLICY's `hallmark-e2e-*` namespaces: only managedFields and reconcilers matter.
+    let ns = format!("hallmark-cel-{}", std::process::id());
+    let (stop, state) = start_and_register_with(&env, &ns, true).await;
+    let result = tokio::time::timeout(Duration::from_secs(120), skipped_scenario(&env, &ns, &state)).await;
+    cleanup(&env, &ns).await;
+    let _ = stop.send(());
+    result.expect("scenario finished in time");
+}
+
+async fn skipped_scenario(env: &Env, ns: &str, state: &AppState) {
+    let flux: Api<Deployment> = Api::namespaced(client_as(env, Some(("hallmark-e2e-flux", &[]))).await, ns);
+    let dev: Api<Deployment> =
+        Api::namespaced(client_as(env, Some(("hallmark-e2e-dev", &["hallmark-e2e-devs"]))).await, ns);
+    let before = validate_calls(state);
+
+    // CREATEs are never sent (not in the rules).
+    let git = deployment(ns, "registry.example.com/agent:1.0", "500m");
+    flux.patch("agent", &PatchParams::apply("kustomize-controller").force(), &Patch::Apply(&git))
+        .await
+        .expect("reconciler apply");
+    let mut mine = deployment(ns, "registry.example.com/mine:1.0", "100m");
+    mine["metadata"]["name"] = json!("mine");
+    dev.patch("mine", &PatchParams::apply("dev-apply"), &Patch::Apply(&mine)).await.expect("dev creates");
+    assert_eq!(validate_calls(state), before, "no CREATE reaches /validate");
+
+    // An UPDATE of an object no reconciler manages, in a namespace no rule names: skipped.
+    let image = |i: &str| json!({"spec": {"template": {"spec": {"containers": [{"name": "agent", "image": i}]}}}});
+    let params = PatchParams { field_manager: Some("kubectl-set".into()), ..PatchParams::default() };
+    dev.patch("mine", &params, &Patch::Strategic(&image("registry.example.com/mine:1.1"))).await.expect("update");
+    assert_eq!(validate_calls(state), before, "a write to an unowned object is decided in kube-apiserver");
+
+    // The reconciler's own re-apply: skipped too.
+    let next = deployment(ns, "registry.example.com/agent:1.1", "500m");
+    flux.patch("agent", &PatchParams::apply("kustomize-controller").force(), &Patch::Apply(&next))
+        .await
+        .expect("reconciler re-apply");
+    assert_eq!(validate_calls(state), before, "the reconciler's writes are not sent");
+
+    // dev changes a field Flux owns: sent, and warned about (managedFields: warn).
+    let cpu = json!({"spec": {"template": {"spec": {"containers": [{"name": "agent", "resources": {"limits": {"cpu": "750m"}}}]}}}});
+    dev.patch("agent", &params, &Patch::Strategic(&cpu)).await.expect("warned, allowed");
+    assert_eq!(validate_calls(state), before + 1, "a write to a Flux-managed object is sent");
+
+    // What --watch-policies does when the policies change, on the real API: the strategic
+    // merge patch replaces exactly that webhook's matchConditions and nothing else.
+    use hallmark::server::webhook_sync::{Outcome, reconcile};
+    let api: Api<ValidatingWebhookConfiguration> = Api::all(client_as(env, None).await);
+    let name = format!("{ns}-ownership");
+    let old = api.get(&name).await.expect("the configuration");
+    let wanted = hallmark::webhook_config::ownership_conditions(&PolicySet::default());
+    assert_eq!(reconcile(&api, &name, &wanted).await.expect("patched"), Outcome::Patched);
+    let new = api.get(&name).await.expect("the configuration");
+    let (old, new) = (&old.webhooks.expect("webhooks")[0], &new.webhooks.expect("webhooks")[0]);
+    assert_eq!(new.match_conditions.as_ref(), Some(&wanted), "replaced as a whole, in order");
+    assert_eq!(
+        (&new.client_config, &new.rules, &new.failure_policy),
+        (&old.client_config, &old.rules, &old.failure_policy)
+    );
+    assert_eq!(reconcile(&api, &name, &wanted).await.expect("read"), Outcome::Current);
 }

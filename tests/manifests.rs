@@ -623,6 +623,10 @@ fn check_service_reference(what: &str, cc: &WebhookClientConfig, svc: &Service, 
     );
 }
 
+/// The matchCondition of the ownership webhook generated from the policies
+/// (`hallmark webhook-config`, checked against the captures in tests/match_conditions.rs).
+const GENERATED_CONDITION: &str = "ownership-may-apply";
+
 fn check_match_conditions(what: &str, conds: Option<&Vec<MatchCondition>>) {
     let conds = conds.unwrap_or_else(|| panic!("{what}: matchConditions"));
     let have: BTreeSet<String> = conds.iter().map(|c| norm(&c.expression)).collect();
@@ -631,7 +635,7 @@ fn check_match_conditions(what: &str, conds: Option<&Vec<MatchCondition>>) {
     }
     let names: BTreeSet<&str> = conds.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names.len(), conds.len(), "{what}: matchCondition names must be unique");
-    for c in conds {
+    for c in conds.iter().filter(|c| c.name != GENERATED_CONDITION) {
         // Every condition may only skip requests (a negation or an inequality); none may
         // widen what is intercepted, and each must be about who writes.
         assert!(c.expression.contains("request.userInfo.username"), "{what}: {} should be about the writer", c.name);
@@ -864,7 +868,8 @@ fn ownership_also_sees_deletes_and_scale_writes() {
     let (_, v) = webhooks();
     for w in v.webhooks.iter().flatten() {
         let have = rule_triples(&w.name, w.rules.as_deref().unwrap_or_default());
-        let mut want = expected_triples(&["CREATE", "UPDATE", "DELETE"]);
+        // No CREATE: hallmark never judges one (Engine::validate), so it is not sent.
+        let mut want = expected_triples(&["UPDATE", "DELETE"]);
         for s in SCALE_SUBRESOURCES {
             want.insert(("apps".into(), s.to_string(), "UPDATE".into()));
         }
@@ -886,12 +891,23 @@ fn webhooks_skip_system_namespaces_and_constant_system_writers() {
         check_namespace_selector(&w.name, w.namespace_selector.as_ref(), own);
         check_match_conditions(&w.name, w.match_conditions.as_ref());
     }
-    // Both webhooks skip exactly the same writers.
-    let mc = |c: Option<&Vec<MatchCondition>>| c.unwrap().iter().map(|c| norm(&c.expression)).collect::<BTreeSet<_>>();
+    // Both webhooks skip exactly the same system writers; the ownership webhook also has
+    // its generated condition, and only that.
+    let mc = |c: Option<&Vec<MatchCondition>>| {
+        c.unwrap()
+            .iter()
+            .filter(|c| c.name != GENERATED_CONDITION)
+            .map(|c| norm(&c.expression))
+            .collect::<BTreeSet<_>>()
+    };
     assert_eq!(
         mc(m.webhooks.as_ref().unwrap()[0].match_conditions.as_ref()),
         mc(v.webhooks.as_ref().unwrap()[0].match_conditions.as_ref())
     );
+    let generated =
+        |c: Option<&Vec<MatchCondition>>| c.unwrap().iter().filter(|c| c.name == GENERATED_CONDITION).count();
+    assert_eq!(generated(m.webhooks.as_ref().unwrap()[0].match_conditions.as_ref()), 0);
+    assert_eq!(generated(v.webhooks.as_ref().unwrap()[0].match_conditions.as_ref()), 1);
 }
 
 #[test]
@@ -1166,7 +1182,16 @@ fn cluster_role_grants_only_policy_reads_status_writes_events_and_scale_parent_r
     assert!(role.aggregation_rule.is_none());
     let mut have = BTreeSet::new();
     for r in role.rules.iter().flatten() {
-        assert!(r.resource_names.is_none() && r.non_resource_urls.is_none(), "plain resource rules only");
+        assert!(r.non_resource_urls.is_none(), "resource rules only");
+        let own_config = r.resources.as_deref() == Some(&["validatingwebhookconfigurations".to_owned()][..]);
+        if own_config {
+            // Only hallmark's own configuration, by name, and only get/patch.
+            assert_eq!(r.resource_names.as_deref(), Some(&[NAME.to_owned()][..]), "resourceNames of {r:?}");
+            let v: ValidatingWebhookConfiguration = tree().base_one("ValidatingWebhookConfiguration");
+            assert_eq!(v.metadata.name.as_deref(), Some(NAME));
+        } else {
+            assert!(r.resource_names.is_none(), "plain resource rules only");
+        }
         for g in r.api_groups.iter().flatten() {
             for res in r.resources.iter().flatten() {
                 for verb in &r.verbs {
@@ -1190,6 +1215,8 @@ fn cluster_role_grants_only_policy_reads_status_writes_events_and_scale_parent_r
         ("apps", "deployments", "get"),
         ("apps", "statefulsets", "get"),
         ("apps", "replicasets", "get"),
+        ("admissionregistration.k8s.io", "validatingwebhookconfigurations", "get"),
+        ("admissionregistration.k8s.io", "validatingwebhookconfigurations", "patch"),
     ]
     .iter()
     .map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string()))

@@ -5,6 +5,7 @@ pub mod parents;
 pub mod reload;
 pub mod serve;
 pub mod tls;
+pub mod webhook_sync;
 
 pub use reload::policy_watch;
 

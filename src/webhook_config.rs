@@ -1,0 +1,699 @@
+//! The two webhook configurations, generated from the policies in force
+//! (`hallmark webhook-config`), and the CEL `matchConditions` that keep kube-apiserver from
+//! calling `POST /validate` for writes whose answer cannot depend on hallmark.
+//!
+//! # How kube-apiserver uses `matchConditions`
+//!
+//! Facts this module relies on, from the Kubernetes source
+//! (`staging/src/k8s.io/apiserver/pkg/admission/plugin/...`):
+//!
+//! - **All must be true to call.** `webhook/matchconditions/matcher.go` (`Match`): any
+//!   condition that evaluates to `false` skips the webhook; all `true` calls it; an
+//!   evaluation *error* with none `false` applies `failurePolicy` (`Fail`: the write is
+//!   rejected without calling; `Ignore`: the call is skipped). The ownership webhook is
+//!   `Fail`, so an expression that errors would reject writes: every expression here guards
+//!   each optional field with `has()` and each object access with `!= null`.
+//! - **Variables.** `cel/compile.go` declares `object` and `oldObject` as `dyn` (`null` for
+//!   DELETE and CREATE respectively), `request` as the typed `kubernetes.AdmissionRequest`
+//!   of `BuildRequestType` (optional: `userInfo.username`, `userInfo.groups`,
+//!   `userInfo.extra`, `subResource`, `namespace`), and `authorizer`. `cel/filter.go`
+//!   (`CreateAdmissionRequest`, `ForInput`) builds `request` from the admission attributes
+//!   and converts it to unstructured JSON, so empty optional fields are absent
+//!   (`has()` is false), exactly as in the AdmissionReview a webhook receives.
+//! - **`request.kind`/`request.resource` are the request's own.** `CreateAdmissionRequest`
+//!   takes them from the attributes as the client made the request, not converted to the
+//!   version the webhook registered under `matchPolicy: Equivalent` (which is what hallmark
+//!   receives in its review). Kind names and resource plurals do not change between the
+//!   versions of one API, API groups can: the expressions therefore never compare groups
+//!   (which can only send more).
+//! - **Cost.** `apis/cel/config.go`: `RuntimeCELCostBudgetMatchConditions = 2500000` for all
+//!   the conditions of one webhook on one request; running out is an evaluation error. The
+//!   expressions here cost about one unit per `managedFields` entry and reconciler field
+//!   manager compared, plus a few per name and pattern: a few hundred on a typical object,
+//!   and under 100 000 even for 1000 managedFields entries and 20 field managers (see
+//!   [`estimated_cost`]).
+//!
+//! # What the ownership condition decides
+//!
+//! [`ownership_condition`] is true ("call") unless kube-apiserver can see that hallmark's
+//! `Engine::validate` (`src/review.rs`) would answer "allowed" with no warning and no audit
+//! annotation. For every policy in force (the built-in default when none is loaded), a write
+//! can only get a finding when the writer is not that policy's reconciler
+//! (`ownership::verdict::is_reconciler`: users/groups, plus the service-account token extras
+//! when `requirePodToken`) and
+//! - it is an UPDATE of an object whose group/kind/namespace one of its rules names
+//!   (kind or resource plural, case-insensitive, as `CompiledRule::matches_kind`; namespace
+//!   globs; a `labelSelector` is treated as matching), or
+//! - it is an UPDATE (with `managedFields` not `ignore`) or a DELETE (with
+//!   `deleteProtection`) of an object whose `oldObject.metadata.managedFields` has an entry
+//!   of one of its reconciler field managers.
+//!
+//! Whatever else cannot be decided from these is sent: subresource writes (the Scale a
+//! validating webhook receives has no managedFields), a missing `oldObject`, an UPDATE
+//! without `object`. Break-glass writers need no case of their own: they only get warnings
+//! where the condition already sends.
+
+use crate::policy::{CompiledPolicy, CompiledRule, Enforcement, PolicySet};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::{
+    MatchCondition, MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference,
+    ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The name of the stamping webhook (in the MutatingWebhookConfiguration).
+pub const STAMP_WEBHOOK: &str = "stamp.hallmark.dev";
+/// The name of the ownership webhook (in the ValidatingWebhookConfiguration).
+pub const OWNERSHIP_WEBHOOK: &str = "ownership.hallmark.dev";
+/// The name of the generated matchCondition of the ownership webhook.
+pub const OWNERSHIP_CONDITION: &str = "ownership-may-apply";
+/// The caBundle of the committed manifests: base64 of this text (see manifests/README.md).
+pub const CA_BUNDLE_PLACEHOLDER: &[u8] = b"hallmark-ca-bundle-placeholder";
+
+/// The resources people and pipelines apply directly: (API group, version, resources, scope).
+const RESOURCES: &[(&str, &str, &[&str], &str)] = &[
+    ("apps", "v1", &["deployments", "statefulsets", "daemonsets", "replicasets"], "Namespaced"),
+    ("batch", "v1", &["jobs", "cronjobs"], "Namespaced"),
+    ("", "v1", &["services", "configmaps", "secrets", "serviceaccounts", "persistentvolumeclaims"], "Namespaced"),
+    ("", "v1", &["namespaces"], "Cluster"),
+    ("networking.k8s.io", "v1", &["ingresses", "networkpolicies"], "Namespaced"),
+    ("autoscaling", "v2", &["horizontalpodautoscalers"], "Namespaced"),
+    ("policy", "v1", &["poddisruptionbudgets"], "Namespaced"),
+    ("rbac.authorization.k8s.io", "v1", &["roles", "rolebindings"], "Namespaced"),
+    ("rbac.authorization.k8s.io", "v1", &["clusterroles", "clusterrolebindings"], "Cluster"),
+];
+
+/// The `scale` subresources the ownership webhook judges (a change of the parent's
+/// `spec.replicas`).
+const SCALE_SUBRESOURCES: &[&str] = &["deployments/scale", "statefulsets/scale", "replicasets/scale"];
+
+/// Where the webhooks call hallmark and how the configurations are named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// metadata.name of both configurations.
+    pub name: String,
+    /// Namespace and name of hallmark's Service.
+    pub namespace: String,
+    pub service: String,
+    /// The Service port (HTTPS).
+    pub port: i32,
+    /// PEM bytes of the CA that signed hallmark's serving certificate (serialised base64).
+    pub ca_bundle: Vec<u8>,
+    /// `Fail` or `Ignore` for the ownership webhook.
+    pub ownership_failure_policy: String,
+}
+
+impl Default for Target {
+    fn default() -> Target {
+        Target {
+            name: "hallmark".into(),
+            namespace: "hallmark-system".into(),
+            service: "hallmark".into(),
+            port: 443,
+            ca_bundle: CA_BUNDLE_PLACEHOLDER.to_vec(),
+            ownership_failure_policy: "Fail".into(),
+        }
+    }
+}
+
+fn condition(name: &str, expression: &str) -> MatchCondition {
+    MatchCondition { name: name.into(), expression: expression.into() }
+}
+
+/// The system writers both webhooks skip (they write constantly; with `failurePolicy: Fail`
+/// a control-plane write that depended on hallmark could stall namespace deletion, garbage
+/// collection or kube-apiserver's start-up).
+pub fn system_writer_conditions() -> Vec<MatchCondition> {
+    vec![
+        condition(
+            "not-scheduler-or-controller-manager",
+            "!(request.userInfo.username in ['system:kube-controller-manager','system:kube-scheduler'])",
+        ),
+        condition("not-a-node", "!request.userInfo.username.startsWith('system:node:')"),
+        condition(
+            "not-a-kube-system-controller",
+            "!request.userInfo.username.startsWith('system:serviceaccount:kube-system:')",
+        ),
+        condition("not-kube-apiserver", "request.userInfo.username != 'system:apiserver'"),
+    ]
+}
+
+/// Every matchCondition of the ownership webhook: the system writers, then
+/// [`ownership_condition`].
+pub fn ownership_conditions(policies: &PolicySet) -> Vec<MatchCondition> {
+    let mut all = system_writer_conditions();
+    all.push(ownership_condition(policies));
+    all
+}
+
+/// The generated condition: true when the write may get an answer other than "allowed, no
+/// warning" from the policies in force (see the module documentation).
+pub fn ownership_condition(policies: &PolicySet) -> MatchCondition {
+    condition(OWNERSHIP_CONDITION, &ownership_expression(policies))
+}
+
+/// The CEL expression of [`ownership_condition`]; one disjunct per line.
+pub fn ownership_expression(policies: &PolicySet) -> String {
+    let mut parts = vec![
+        B::atom("has(request.subResource)"),
+        B::atom("oldObject == null"),
+        B::and(vec![B::atom("request.operation != 'DELETE'"), B::atom("object == null")]),
+    ];
+    // Policies with the same reconcilers share one "not a reconciler" test.
+    let mut groups: Vec<(Identity, Vec<&CompiledPolicy>)> = Vec::new();
+    for p in policies.effective() {
+        let id = Identity::of(p);
+        match groups.iter_mut().find(|(i, _)| *i == id) {
+            Some((_, members)) => members.push(p),
+            None => groups.push((id, vec![p])),
+        }
+    }
+    for (id, members) in &groups {
+        parts.push(B::and(vec![B::not(id.expr()), touched(members)]));
+    }
+    let rendered: Vec<String> = match B::or(parts) {
+        B::Or(items) => items.iter().map(|b| b.render(Prec::Or)).collect(),
+        other => vec![other.render(Prec::Or)],
+    };
+    rendered.join("\n|| ")
+}
+
+/// A rough, deliberately generous estimate of the runtime cost of [`ownership_expression`]
+/// in cel-go's units, for an object with `entries` managedFields entries. Per entry of each
+/// `managedFields.exists(...)`: the loop step, `has`, the field selection, building the
+/// list literal of managers (about 10 in cel-go's cost model) and the `in` over it (its
+/// length), counted twice over. Everything else is evaluated once and bounded by the
+/// expression's length (a regular expression costs about a tenth of its length times the
+/// string's; the strings are names). Compare with `RuntimeCELCostBudgetMatchConditions =
+/// 2500000` (k8s.io/apiserver/pkg/apis/cel/config.go).
+pub fn estimated_cost(policies: &PolicySet, entries: u64) -> u64 {
+    let expression = ownership_expression(policies);
+    let scans: u64 = expression.matches("managedFields.exists(").count() as u64;
+    let managers: u64 = policies.effective().map(|p| p.reconciler_field_managers.len() as u64).sum();
+    scans * entries * 2 * (4 + 10 + managers) + expression.len() as u64
+}
+
+/// Who a policy's reconcilers are, as the "not a reconciler" test needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Identity {
+    users: Vec<String>,
+    groups: Vec<String>,
+    require_pod_token: bool,
+}
+
+impl Identity {
+    fn of(p: &CompiledPolicy) -> Identity {
+        let sorted = |v: &[String]| v.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect::<Vec<_>>();
+        Identity {
+            users: sorted(&p.reconcilers.users),
+            groups: sorted(&p.reconcilers.groups),
+            require_pod_token: p.require_pod_token,
+        }
+    }
+
+    /// True when the writer is one of these reconcilers (`verdict::is_reconciler`).
+    fn expr(&self) -> B {
+        let user = match any_of("request.userInfo.username", &self.users, false) {
+            B::F => B::F,
+            test => B::and(vec![B::atom("has(request.userInfo.username)"), test]),
+        };
+        let group = match any_of("g", &self.groups, false) {
+            B::F => B::F,
+            test => B::and(vec![
+                B::atom("has(request.userInfo.groups)"),
+                B::atom(format!("request.userInfo.groups.exists(g, {})", test.render(Prec::Or))),
+            ]),
+        };
+        let subjects = B::or(vec![user, group]);
+        if self.require_pod_token { B::and(vec![subjects, pod_token()]) } else { subjects }
+    }
+}
+
+/// `verdict::has_pod_token`: one of the extras kube-apiserver puts on a service account
+/// token, with a value.
+fn pod_token() -> B {
+    let keys = ["authentication.kubernetes.io/credential-id", "authentication.kubernetes.io/pod-name"];
+    let each = keys
+        .iter()
+        .map(|k| {
+            let k = cel_string(k);
+            B::and(vec![
+                B::atom(format!("{k} in request.userInfo.extra")),
+                B::atom(format!("size(request.userInfo.extra[{k}]) > 0")),
+            ])
+        })
+        .collect();
+    B::and(vec![B::atom("has(request.userInfo.extra)"), B::or(each)])
+}
+
+/// True when a write by someone who is not their reconciler may get a finding from one of
+/// these policies (which share their reconcilers).
+fn touched(policies: &[&CompiledPolicy]) -> B {
+    let mut update_managers = BTreeSet::new();
+    let mut delete_managers = BTreeSet::new();
+    for p in policies {
+        if p.managed_fields != Enforcement::Ignore {
+            update_managers.extend(p.reconciler_field_managers.iter().cloned());
+        }
+        if p.delete_protection {
+            delete_managers.extend(p.reconciler_field_managers.iter().cloned());
+        }
+    }
+    let named = B::or(policies.iter().flat_map(|p| p.rules.iter()).map(rule_names).collect());
+    let not_delete = B::atom("request.operation != 'DELETE'");
+    if update_managers == delete_managers {
+        return B::or(vec![managed_by(&update_managers), B::and(vec![not_delete, named])]);
+    }
+    B::or(vec![
+        B::and(vec![not_delete, B::or(vec![named, managed_by(&update_managers)])]),
+        B::and(vec![B::atom("request.operation == 'DELETE'"), managed_by(&delete_managers)]),
+    ])
+}
+
+/// True when `oldObject.metadata.managedFields` has an entry of one of these managers
+/// (an over-approximation of `verdict::evaluate`, which also looks at the entry's
+/// subresource and fields).
+fn managed_by(managers: &BTreeSet<String>) -> B {
+    let managers: Vec<String> = managers.iter().cloned().collect();
+    match any_of("e.manager", &managers, false) {
+        B::F => B::F,
+        test => B::and(vec![
+            B::atom("oldObject != null"),
+            B::atom("has(oldObject.metadata)"),
+            B::atom("has(oldObject.metadata.managedFields)"),
+            B::atom(format!(
+                "oldObject.metadata.managedFields.exists(e, has(e.manager) && {})",
+                test.render(Prec::And)
+            )),
+        ]),
+    }
+}
+
+/// True when the request is of a group/kind/namespace the rule names (its labelSelector is
+/// not evaluated: treated as matching). Groups are not compared (see the module docs).
+fn rule_names(rule: &CompiledRule) -> B {
+    let kind = if rule.kinds.is_empty() || rule.kinds.iter().any(|k| k == "*") {
+        B::T
+    } else {
+        // `matches_kind`: the kind, the resource, or the guessed plural of the kind, all
+        // case-insensitively.
+        let kinds = alternation(rule.kinds.iter().map(String::as_str));
+        let mut resources: Vec<String> = rule.kinds.clone();
+        resources.extend(rule.kinds.iter().map(|k| crate::policy::guess_resource(k)));
+        let resources = alternation(resources.iter().map(String::as_str));
+        B::or(vec![
+            B::atom(format!("request.kind.kind.matches({})", cel_string(&format!("^(?i:{kinds})$")))),
+            B::atom(format!("request.resource.resource.matches({})", cel_string(&format!("^(?i:{resources})$")))),
+        ])
+    };
+    let namespace = if rule.namespaces.is_empty() {
+        B::T
+    } else {
+        let mut exact = Vec::new();
+        let mut tests = Vec::new();
+        for glob in &rule.namespaces {
+            let pattern = glob.pattern();
+            if glob.is_case_insensitive() || is_glob(&pattern) {
+                tests.push(B::atom(format!(
+                    "request.namespace.matches({})",
+                    cel_string(&glob_regex(&pattern, glob.is_case_insensitive()))
+                )));
+            } else {
+                exact.push(pattern);
+            }
+        }
+        if !exact.is_empty() {
+            tests.insert(0, any_of("request.namespace", &exact, false));
+        }
+        B::and(vec![B::atom("has(request.namespace)"), B::or(tests)])
+    };
+    B::and(vec![kind, namespace])
+}
+
+/// True when `value` (a CEL string expression) is one of `names`: exact names with `in`,
+/// glob patterns (`*`, `?`) with an anchored regular expression.
+fn any_of(value: &str, names: &[String], case_insensitive: bool) -> B {
+    let (globs, exact): (Vec<&String>, Vec<&String>) = names.iter().partition(|n| is_glob(n));
+    let mut tests = Vec::new();
+    match exact.as_slice() {
+        [] => {}
+        [one] => tests.push(B::atom(format!("{value} == {}", cel_string(one)))),
+        many => tests.push(B::atom(format!("{value} in {}", cel_list(many.iter().map(|s| s.as_str()))))),
+    }
+    for g in globs {
+        tests.push(B::atom(format!("{value}.matches({})", cel_string(&glob_regex(g, case_insensitive)))));
+    }
+    B::or(tests)
+}
+
+fn is_glob(s: &str) -> bool {
+    s.contains(['*', '?'])
+}
+
+/// An anchored RE2 regular expression (Go's `regexp`, as cel-go's `matches` uses) for a
+/// glob with `*` (any run of characters) and `?` (one character), like `wildmatch`.
+pub fn glob_regex(glob: &str, case_insensitive: bool) -> String {
+    let mut re = String::from(if case_insensitive { "^(?is:" } else { "^(?s:" });
+    for c in glob.chars() {
+        match c {
+            '*' => re.push_str(".*"),
+            '?' => re.push('.'),
+            c => push_literal(&mut re, c),
+        }
+    }
+    re.push_str(")$");
+    re
+}
+
+/// `a|b|c` of escaped literals.
+fn alternation<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    let unique: BTreeSet<&str> = items.collect();
+    let mut out = String::new();
+    for (i, item) in unique.iter().enumerate() {
+        if i > 0 {
+            out.push('|');
+        }
+        for c in item.chars() {
+            push_literal(&mut out, c);
+        }
+    }
+    out
+}
+
+/// A character as a regular-expression literal: the metacharacters of RE2 (and of Rust's
+/// `regex`) escaped with a backslash, which both read as the literal character.
+fn push_literal(re: &mut String, c: char) {
+    if "\\.+*?()|[]{}^$".contains(c) {
+        re.push('\\');
+    }
+    re.push(c);
+}
+
+/// A CEL string literal in single quotes.
+pub fn cel_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+fn cel_list<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    format!("[{}]", items.map(cel_string).collect::<Vec<_>>().join(", "))
+}
+
+/// A boolean expression with its trivial parts folded away, rendered as CEL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum B {
+    T,
+    F,
+    /// A self-contained CEL expression that binds tighter than `&&` (no top-level `&&`/`||`).
+    Atom(String),
+    And(Vec<B>),
+    Or(Vec<B>),
+    Not(Box<B>),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Prec {
+    Or,
+    And,
+    Unary,
+}
+
+impl B {
+    fn atom(s: impl Into<String>) -> B {
+        B::Atom(s.into())
+    }
+
+    fn and(items: Vec<B>) -> B {
+        let mut out = Vec::new();
+        for b in items {
+            match b {
+                B::T => {}
+                B::F => return B::F,
+                B::And(inner) => out.extend(inner),
+                b => out.push(b),
+            }
+        }
+        match out.len() {
+            0 => B::T,
+            1 => out.remove(0),
+            _ => B::And(out),
+        }
+    }
+
+    fn or(items: Vec<B>) -> B {
+        let mut out = Vec::new();
+        for b in items {
+            match b {
+                B::F => {}
+                B::T => return B::T,
+                B::Or(inner) => out.extend(inner),
+                b => out.push(b),
+            }
+        }
+        match out.len() {
+            0 => B::F,
+            1 => out.remove(0),
+            _ => B::Or(out),
+        }
+    }
+
+    fn not(b: B) -> B {
+        match b {
+            B::T => B::F,
+            B::F => B::T,
+            B::Not(inner) => *inner,
+            b => B::Not(Box::new(b)),
+        }
+    }
+
+    /// CEL text, parenthesised when it binds more loosely than `context` requires. An `&&`
+    /// inside `||` is parenthesised too, for the reader.
+    fn render(&self, context: Prec) -> String {
+        let (text, prec) = match self {
+            B::T => ("true".to_owned(), Prec::Unary),
+            B::F => ("false".to_owned(), Prec::Unary),
+            B::Atom(s) => (s.clone(), Prec::Unary),
+            B::Not(inner) => (format!("!({})", inner.render(Prec::Or)), Prec::Unary),
+            B::And(items) => (items.iter().map(|b| b.render(Prec::And)).collect::<Vec<_>>().join(" && "), Prec::And),
+            B::Or(items) => (items.iter().map(|b| b.render(Prec::Unary)).collect::<Vec<_>>().join(" || "), Prec::Or),
+        };
+        // `!x` and atoms never need parentheses; an `&&` needs them under `||` only for
+        // readability, an `||` under `&&` for correctness.
+        let wrap = match (prec, context) {
+            (Prec::Unary, _) => false,
+            (Prec::And, Prec::Or) => false,
+            (Prec::And, Prec::And) => false,
+            (Prec::And, Prec::Unary) => true,
+            (Prec::Or, Prec::Or) => false,
+            (Prec::Or, _) => true,
+        };
+        if wrap { format!("({text})") } else { text }
+    }
+}
+
+fn labels() -> BTreeMap<String, String> {
+    [("app.kubernetes.io/name", "hallmark"), ("app.kubernetes.io/part-of", "hallmark")]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn client_config(t: &Target, path: &str) -> WebhookClientConfig {
+    WebhookClientConfig {
+        ca_bundle: Some(ByteString(t.ca_bundle.clone())),
+        service: Some(ServiceReference {
+            name: t.service.clone(),
+            namespace: t.namespace.clone(),
+            path: Some(path.into()),
+            port: Some(t.port),
+        }),
+        url: None,
+    }
+}
+
+/// Not in kube-system (control plane) nor in hallmark's own namespace (hallmark must never
+/// depend on itself to start).
+fn namespace_selector(t: &Target) -> LabelSelector {
+    LabelSelector {
+        match_expressions: Some(vec![LabelSelectorRequirement {
+            key: "kubernetes.io/metadata.name".into(),
+            operator: "NotIn".into(),
+            values: Some(vec!["kube-system".into(), t.namespace.clone()]),
+        }]),
+        match_labels: None,
+    }
+}
+
+fn rules(operations: &[&str], scale: bool) -> Vec<RuleWithOperations> {
+    let ops: Vec<String> = operations.iter().map(|s| s.to_string()).collect();
+    let mut out: Vec<RuleWithOperations> = RESOURCES
+        .iter()
+        .map(|(group, version, resources, scope)| RuleWithOperations {
+            api_groups: Some(vec![group.to_string()]),
+            api_versions: Some(vec![version.to_string()]),
+            resources: Some(resources.iter().map(|s| s.to_string()).collect()),
+            operations: Some(ops.clone()),
+            scope: Some(scope.to_string()),
+        })
+        .collect();
+    if scale {
+        out.insert(
+            1,
+            RuleWithOperations {
+                api_groups: Some(vec!["apps".into()]),
+                api_versions: Some(vec!["v1".into()]),
+                resources: Some(SCALE_SUBRESOURCES.iter().map(|s| s.to_string()).collect()),
+                operations: Some(vec!["UPDATE".into()]),
+                scope: Some("Namespaced".into()),
+            },
+        );
+    }
+    out
+}
+
+/// The stamping webhook (`POST /mutate`): CREATE and UPDATE of the directly applied
+/// resources, `failurePolicy: Ignore`, reinvoked when a later webhook changes the object.
+pub fn mutating(t: &Target) -> MutatingWebhookConfiguration {
+    MutatingWebhookConfiguration {
+        metadata: ObjectMeta { name: Some(t.name.clone()), labels: Some(labels()), ..ObjectMeta::default() },
+        webhooks: Some(vec![MutatingWebhook {
+            name: STAMP_WEBHOOK.into(),
+            client_config: client_config(t, "/mutate"),
+            failure_policy: Some("Ignore".into()),
+            reinvocation_policy: Some("IfNeeded".into()),
+            match_policy: Some("Equivalent".into()),
+            side_effects: "None".into(),
+            admission_review_versions: vec!["v1".into()],
+            timeout_seconds: Some(5),
+            rules: Some(rules(&["CREATE", "UPDATE"], false)),
+            namespace_selector: Some(namespace_selector(t)),
+            match_conditions: Some(system_writer_conditions()),
+            object_selector: None,
+        }]),
+    }
+}
+
+/// The ownership webhook (`POST /validate`): UPDATE and DELETE of the directly applied
+/// resources and UPDATE of their `scale` subresources (CREATE is never judged), with the
+/// system-writer conditions and [`ownership_condition`] for `policies`.
+pub fn validating(t: &Target, policies: &PolicySet) -> ValidatingWebhookConfiguration {
+    ValidatingWebhookConfiguration {
+        metadata: ObjectMeta { name: Some(t.name.clone()), labels: Some(labels()), ..ObjectMeta::default() },
+        webhooks: Some(vec![ValidatingWebhook {
+            name: OWNERSHIP_WEBHOOK.into(),
+            client_config: client_config(t, "/validate"),
+            failure_policy: Some(t.ownership_failure_policy.clone()),
+            match_policy: Some("Equivalent".into()),
+            side_effects: "None".into(),
+            admission_review_versions: vec!["v1".into()],
+            timeout_seconds: Some(5),
+            rules: Some(rules(&["UPDATE", "DELETE"], true)),
+            namespace_selector: Some(namespace_selector(t)),
+            match_conditions: Some(ownership_conditions(policies)),
+            object_selector: None,
+        }]),
+    }
+}
+
+/// Which configurations [`yaml`] prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Which {
+    Mutating,
+    Validating,
+}
+
+/// The configurations as YAML documents separated by `---`: the mutating one first.
+pub fn yaml(t: &Target, policies: &PolicySet, only: Option<Which>) -> Result<String, serde_yaml::Error> {
+    let mut docs = Vec::new();
+    if only != Some(Which::Validating) {
+        docs.push(serde_yaml::to_string(&mutating(t))?);
+    }
+    if only != Some(Which::Mutating) {
+        docs.push(serde_yaml::to_string(&validating(t, policies))?);
+    }
+    Ok(docs.join("---\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wildmatch::WildMatch;
+
+    #[test]
+    fn folding_and_rendering() {
+        let a = || B::atom("a == 1");
+        let b = || B::atom("b");
+        assert_eq!(B::and(vec![B::T, a()]), a());
+        assert_eq!(B::and(vec![B::F, a()]), B::F);
+        assert_eq!(B::or(vec![B::F, a()]), a());
+        assert_eq!(B::or(vec![B::T, a()]), B::T);
+        assert_eq!(B::not(B::not(a())), a());
+        let e = B::and(vec![B::or(vec![a(), b()]), B::not(B::and(vec![a(), b()]))]);
+        assert_eq!(e.render(Prec::Or), "(a == 1 || b) && !(a == 1 && b)");
+        let e = B::or(vec![B::and(vec![a(), b()]), b()]);
+        assert_eq!(e.render(Prec::Or), "(a == 1 && b) || b");
+        assert_eq!(e.render(Prec::And), "((a == 1 && b) || b)");
+    }
+
+    #[test]
+    fn strings_and_regexes_are_escaped() {
+        assert_eq!(cel_string("it's a\\b\n"), r"'it\'s a\\b\n'");
+        assert_eq!(glob_regex("team-*.a?", false), r"^(?s:team-.*\.a.)$");
+        assert_eq!(glob_regex("A*", true), "^(?is:A.*)$");
+        assert_eq!(alternation(["Deployment", "a.b", "Deployment"].into_iter()), r"Deployment|a\.b");
+        // Glob translation agrees with wildmatch on a table of names.
+        let globs = ["team-*", "*-prod", "a?c", "*", "exact", "x*y*z", "", "a.b*"];
+        let names = ["team-a", "team-", "team", "x-prod", "abc", "ac", "exact", "xaybz", "xyz", "", "a.bc", "axbc"];
+        for g in globs {
+            let re = regex_lite(&glob_regex(g, false));
+            for n in names {
+                assert_eq!(re(n), WildMatch::new(g).matches(n), "{g} vs {n}");
+            }
+        }
+    }
+
+    /// A tiny matcher for the regexes `glob_regex` makes (anchored; `.*`, `.`, escaped
+    /// literals), so that the library needs no regex engine.
+    fn regex_lite(re: &str) -> impl Fn(&str) -> bool + use<> {
+        let body = re.strip_prefix("^(?s:").and_then(|r| r.strip_suffix(")$")).expect("shape").to_owned();
+        let mut glob = String::new();
+        let mut chars = body.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => glob.push(chars.next().expect("escaped")),
+                '.' if chars.peek() == Some(&'*') => {
+                    chars.next();
+                    glob.push('*');
+                }
+                '.' => glob.push('?'),
+                c => glob.push(c),
+            }
+        }
+        let m = WildMatch::new(&glob);
+        move |s: &str| m.matches(s)
+    }
+
+    #[test]
+    fn the_builtin_default_skips_reconcilers_and_objects_without_reconciler_managers() {
+        let e = ownership_expression(&PolicySet::default());
+        assert!(e.contains("'system:serviceaccount:flux-system:kustomize-controller'"), "{e}");
+        assert!(e.contains("'kustomize-controller'") && e.contains("'argocd-application-controller'"), "{e}");
+        assert!(!e.contains("request.kind.kind"), "no rules, no kind test: {e}");
+        assert!(!e.contains("== 'DELETE'"), "no deleteProtection: {e}");
+        assert!(estimated_cost(&PolicySet::default(), 1000) < 100_000);
+    }
+}
