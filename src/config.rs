@@ -3,7 +3,7 @@
 //! Every key is optional; unknown keys are errors; a flag given on the command line wins
 //! over the file. Errors name the file, the line and the field.
 
-use crate::policy::Subjects;
+use crate::policy::{Subjects, check_name};
 use crate::provenance::GitField;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -40,9 +40,21 @@ struct SubjectsFile {
     groups: Vec<String>,
 }
 
-impl From<SubjectsFile> for Subjects {
-    fn from(s: SubjectsFile) -> Subjects {
-        Subjects { users: s.users, groups: s.groups }
+impl SubjectsFile {
+    /// Validates every name ([`check_name`]) and compiles the lists. `field` is the
+    /// section (`reconcilers`, `provenance.declarers`); errors are
+    /// `file:line: field.users[1]: why`.
+    fn compile(self, text: &str, source: &str, field: &str) -> Result<Subjects, ConfigError> {
+        let section = field.rsplit('.').next().unwrap_or(field);
+        for (list, names) in [("users", &self.users), ("groups", &self.groups)] {
+            for (i, name) in names.iter().enumerate() {
+                if let Err(why) = check_name(name) {
+                    let line = line_of_entry(text, section, list, name).map(|l| format!(":{l}")).unwrap_or_default();
+                    return Err(ConfigError(format!("{source}{line}: {field}.{list}[{i}]: {why}")));
+                }
+            }
+        }
+        Ok(Subjects::new(self.users, self.groups))
     }
 }
 
@@ -56,7 +68,8 @@ pub struct Settings {
     /// `userInfo.extra` key -> provenance field.
     pub extra: Vec<(String, GitField)>,
     /// Writers whose writes are `channel=gitops`, besides the policies' reconcilers and
-    /// the built-in Flux / Argo CD identities.
+    /// the built-in Flux / Argo CD identities (exact names or globs, e.g.
+    /// `system:serviceaccount:*:flux-reconciler`).
     pub reconcilers: Subjects,
 }
 
@@ -112,14 +125,14 @@ impl Settings {
         }
         if let Some(p) = file.provenance {
             if let Some(d) = p.declarers {
-                s.declarers = d.into();
+                s.declarers = d.compile(text, source, "provenance.declarers")?;
             }
             if let Some(extra) = p.extra {
                 s.extra = extra.into_iter().collect();
             }
         }
         if let Some(r) = file.reconcilers {
-            s.reconcilers = r.into();
+            s.reconcilers = r.compile(text, source, "reconcilers")?;
         }
         Ok(s)
     }
@@ -169,6 +182,30 @@ fn strip_location(msg: &str) -> String {
     }
 }
 
+/// The 1-based line of an entry of the list `list` under the section `section:`: the
+/// first line from the list's key on that holds the entry (quoted or not), else the
+/// list's or the section's line.
+fn line_of_entry(text: &str, section: &str, list: &str, entry: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let start = line_of(text, section)?;
+    let list_line = lines
+        .iter()
+        .enumerate()
+        .skip(start - 1)
+        .find(|(_, l)| l.trim_start().starts_with(&format!("{list}:")))
+        .map(|(i, _)| i + 1);
+    let from = list_line.unwrap_or(start);
+    let quoted = format!("{entry:?}");
+    let found = lines.iter().enumerate().skip(from - 1).find(|(_, l)| {
+        if entry.trim().is_empty() {
+            l.contains("\"\"") || l.contains("''")
+        } else {
+            l.contains(&quoted) || l.contains(entry)
+        }
+    });
+    Some(found.map(|(i, _)| i + 1).unwrap_or(from))
+}
+
 /// The 1-based line on which `key:` first appears.
 fn line_of(text: &str, key: &str) -> Option<usize> {
     text.lines().position(|l| l.trim_start().starts_with(&format!("{key}:"))).map(|i| i + 1)
@@ -205,7 +242,7 @@ reconcilers:
         let s = Settings::from_yaml(text, "c.yaml").expect("valid");
         assert_eq!(s.annotation_prefix, "audit.example.com/");
         assert_eq!(s.history, 3);
-        assert_eq!(s.declarers.groups, vec!["ci-pipelines"]);
+        assert_eq!(s.declarers.groups.as_written(), ["ci-pipelines"]);
         assert_eq!(
             s.extra,
             vec![
@@ -213,7 +250,7 @@ reconcilers:
                 ("gitlab.com/user_login".to_owned(), GitField::Committer)
             ]
         );
-        assert_eq!(s.reconcilers.users.len(), 1);
+        assert_eq!(s.reconcilers.users.as_written().len(), 1);
     }
 
     #[test]
@@ -244,6 +281,38 @@ reconcilers:
     fn too_long_history_is_refused() {
         let err = Settings::from_yaml("history: 500\n", "c.yaml").unwrap_err();
         assert!(err.to_string().starts_with("c.yaml:1: history:"), "{err}");
+    }
+
+    #[test]
+    fn reconcilers_take_globs() {
+        let text = "reconcilers:\n  users:\n    - \"system:serviceaccount:*:flux-reconciler\"\n    - system:serviceaccount:argocd:argocd-application-controller\n  groups: [\"tenant-?-gitops\"]\n";
+        let s = Settings::from_yaml(text, "c.yaml").expect("valid");
+        let tenant_groups = ["system:serviceaccounts".to_owned(), "system:serviceaccounts:team-a".to_owned()];
+        assert!(s.reconcilers.contains("system:serviceaccount:team-a:flux-reconciler", &tenant_groups));
+        assert!(s.reconcilers.contains("system:serviceaccount:team-b:flux-reconciler", &[]));
+        assert!(s.reconcilers.contains("system:serviceaccount:argocd:argocd-application-controller", &[]));
+        assert!(s.reconcilers.contains("bot", &["tenant-a-gitops".to_owned()]));
+        assert!(!s.reconcilers.contains("bot", &["tenant-ab-gitops".to_owned()]));
+        assert!(!s.reconcilers.contains("system:serviceaccount:team-a:default", &tenant_groups));
+        assert!(!s.reconcilers.contains("dev", &["developers".to_owned()]));
+    }
+
+    #[test]
+    fn bad_reconciler_and_declarer_names_name_their_line() {
+        let cases = [
+            (
+                "history: 1\nreconcilers:\n  users:\n    - ok\n    - \"*\"\n",
+                "c.yaml:5: reconcilers.users[1]: \"*\" matches every user or group; name the identities, e.g. system:serviceaccount:*:flux-reconciler",
+            ),
+            ("reconcilers:\n  groups: [a, \"\"]\n", "c.yaml:2: reconcilers.groups[1]: must not be empty"),
+            (
+                "provenance:\n  declarers:\n    users: [\" ci\"]\n",
+                "c.yaml:3: provenance.declarers.users[0]: \" ci\" has leading or trailing whitespace, which no user or group name has",
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(Settings::from_yaml(text, "c.yaml").map(|_| ()).unwrap_err().to_string(), want);
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use crate::admission::{AdmissionRequest, Answer, Operation};
 use crate::ownership::diff::{self, Change, DiffOptions};
-use crate::ownership::verdict::{self, Verdict};
+use crate::ownership::verdict::{self, Standing, Verdict};
 use crate::policy::{BUILTIN_RECONCILER_USERS, PolicySet};
 use crate::provenance::{Channel, Stamper};
 use serde_json::Value;
@@ -60,20 +60,22 @@ impl Engine {
         }
     }
 
-    /// Is the writer a Git reconciler (`channel=gitops`)?
+    /// Is the writer a Git reconciler (`channel=gitops`)? One of the reconcilers of a
+    /// policy in force ([`verdict::is_reconciler`]: exact names and globs), of the config
+    /// file's `reconcilers` (the same matching), or a built-in Flux / Argo CD service
+    /// account. A policy that names the identity but requires a pod-bound token the
+    /// request lacks is not bypassed through the configured or built-in lists.
     pub fn is_gitops(&self, req: &AdmissionRequest, policies: &PolicySet) -> bool {
         let user = &req.user_info;
         let settings = &self.stamper.settings;
         if policies.effective().any(|p| verdict::is_reconciler(p, user)) {
             return true;
         }
-        // A policy that requires a pod-bound token for this identity is not bypassed
-        // through the built-in or configured lists.
-        let demands_token =
-            policies.effective().any(|p| p.require_pod_token && p.reconcilers.contains(&user.username, &user.groups));
-        let listed = settings.reconcilers.contains(&user.username, &user.groups)
-            || BUILTIN_RECONCILER_USERS.contains(&user.username.as_str());
-        listed && (!demands_token || verdict::has_pod_token(user))
+        if policies.effective().any(|p| verdict::standing(p, user) == Standing::NoPodToken) {
+            return false;
+        }
+        settings.reconcilers.contains(&user.username, &user.groups)
+            || BUILTIN_RECONCILER_USERS.contains(&user.username.as_str())
     }
 
     /// `POST /mutate`: the provenance stamp. Never blocks a write.

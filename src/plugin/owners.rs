@@ -101,7 +101,7 @@ pub fn owners<'p>(obj: &Value, resource: &str, policies: impl IntoIterator<Item 
         if policy.managed_fields != Enforcement::Ignore {
             for (i, entry) in entries.iter().enumerate() {
                 let manager = entry.get("manager").and_then(Value::as_str).unwrap_or("");
-                if !policy.reconciler_field_managers.iter().any(|m| m == manager) || is_status(entry) {
+                if !policy.is_reconciler_field_manager(manager) || is_status(entry) {
                     continue;
                 }
                 let Some(fields) = entry.get("fieldsV1") else { continue };
