@@ -78,6 +78,13 @@ impl Engine {
             || BUILTIN_RECONCILER_USERS.contains(&user.username.as_str())
     }
 
+    /// Under the built-in default (no policy loaded), the config file's `reconcilers` are
+    /// its reconcilers too: their writes are `channel=gitops` and not warned about.
+    fn is_configured_reconciler_under_builtin(&self, req: &AdmissionRequest, policies: &PolicySet) -> bool {
+        policies.is_builtin_default()
+            && self.stamper.settings.reconcilers.contains(&req.user_info.username, &req.user_info.groups)
+    }
+
     /// `POST /mutate`: the provenance stamp. Never blocks a write.
     pub fn mutate(&self, req: &AdmissionRequest, policies: &PolicySet, now: jiff::Timestamp) -> Decision {
         if !matches!(req.operation, Operation::Create | Operation::Update) || req.subresource().is_some() {
@@ -144,6 +151,9 @@ impl Engine {
         } else {
             Vec::new()
         };
+        if self.is_configured_reconciler_under_builtin(req, policies) {
+            return Decision::new(Answer::allow(), "allowed");
+        }
         let verdict = verdict::evaluate(req, &changes, policies);
         if let Some(reason) = &verdict.error
             && !verdict.is_denied()

@@ -126,6 +126,11 @@ fn deployment(ns: &str, image: &str, cpu: &str) -> Value {
 /// Starts hallmark where the cluster can reach it and registers both webhooks for one
 /// namespace. Returns the server's stop handle.
 async fn start_and_register(env: &Env, ns: &str) -> tokio::sync::oneshot::Sender<()> {
+    start_and_register_with(env, ns, POLICY).await
+}
+
+/// [`start_and_register`] with another ownership policy.
+async fn start_and_register_with(env: &Env, ns: &str, policy: &str) -> tokio::sync::oneshot::Sender<()> {
     let url: hyper::Uri = env.url.parse().expect("HALLMARK_E2E_WEBHOOK_URL is a URL");
     let host = url.host().expect("URL has a host").trim_matches(['[', ']']).to_owned();
     let port = url.port_u16().unwrap_or(443);
@@ -133,7 +138,7 @@ async fn start_and_register(env: &Env, ns: &str) -> tokio::sync::oneshot::Sender
     let bundle = hallmark::certs::generate(&[host.clone(), "localhost".into()], 1).expect("certs");
     let ck = certified_key_from_pem(bundle.cert_pem.as_bytes(), bundle.key_pem.as_bytes()).expect("pair");
     let store = Arc::new(CertStore::new(ck));
-    let policies = hallmark::policy::load::parse_documents(POLICY, "e2e-policy.yaml").expect("policy");
+    let policies = hallmark::policy::load::parse_documents(policy, "e2e-policy.yaml").expect("policy");
     let state =
         Arc::new(AppState::new(Engine::new(Stamper::new(Settings::default()), OnError::Allow), PolicySet::default()));
     state.set_policies(PolicySet { policies });
@@ -329,4 +334,103 @@ async fn scenario(env: &Env, ns: &str) {
     let (code, out) = plugin(env, &["list", "-n", ns, "--kind", "deployments", "--branch", "main"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("ci-app") && !out.contains("agent "), "{out}");
+}
+
+/// The policy of the GitOps case: Flux's own account, and the tenant service account it
+/// impersonates in every namespace (a glob), as reconcilers.
+const GITOPS_POLICY: &str = r#"
+apiVersion: hallmark.dev/v1alpha1
+kind: OwnershipPolicy
+metadata:
+  name: platform-e2e
+spec:
+  owner:
+    name: platform-e2e
+    repository: https://git.example.com/sre/cluster-config
+    reconcilers:
+      users: ["hallmark-e2e-flux", "system:serviceaccount:*:flux-reconciler"]
+      fieldManagers: ["kustomize-controller"]
+  rules:
+    - match:
+        groups: ["apps"]
+        kinds: ["Deployment"]
+        namespaces: ["hallmark-e2e-*"]
+      fields:
+        - spec.template.spec.containers[*].resources
+      action: deny
+  managedFields: deny
+"#;
+
+#[tokio::test]
+async fn e2e_flux_impersonating_a_tenant_service_account() {
+    let Some(env) = env() else { return };
+    let ns = format!("hallmark-e2e-gitops-{}", std::process::id());
+    let stop = start_and_register_with(&env, &ns, GITOPS_POLICY).await;
+    let result = tokio::time::timeout(Duration::from_secs(120), gitops_scenario(&env, &ns)).await;
+    cleanup(&env, &ns).await;
+    let _ = stop.send(());
+    result.expect("scenario finished in time");
+}
+
+async fn gitops_scenario(env: &Env, ns: &str) {
+    // The tenant's service account, with the rights Flux's impersonated applies need.
+    let admin = client_as(env, None).await;
+    let sa: k8s_openapi::api::core::v1::ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "flux-reconciler", "namespace": ns}})).expect("sa");
+    Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(admin.clone(), ns)
+        .create(&PostParams::default(), &sa)
+        .await
+        .expect("tenant service account");
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "flux-reconciler", "namespace": ns},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+        "subjects": [{"kind": "ServiceAccount", "name": "flux-reconciler", "namespace": ns}]
+    }))
+    .expect("binding");
+    Api::<RoleBinding>::namespaced(admin, ns).create(&PostParams::default(), &binding).await.expect("rolebinding");
+
+    let tenant_sa = format!("system:serviceaccount:{ns}:flux-reconciler");
+    let tenant_groups = ["system:serviceaccounts".to_owned(), format!("system:serviceaccounts:{ns}")];
+    let tenant_groups: Vec<&str> = tenant_groups.iter().map(String::as_str).collect();
+    let flux: Api<Deployment> = Api::namespaced(client_as(env, Some(("hallmark-e2e-flux", &[]))).await, ns);
+    // Impersonating like kustomize-controller does for spec.serviceAccountName: the user
+    // and its groups, no extras.
+    let flux_as_tenant: Api<Deployment> =
+        Api::namespaced(client_as(env, Some((tenant_sa.as_str(), tenant_groups.as_slice()))).await, ns);
+    let dev: Api<Deployment> =
+        Api::namespaced(client_as(env, Some(("hallmark-e2e-dev", &["hallmark-e2e-devs"]))).await, ns);
+    let apply = PatchParams::apply("kustomize-controller").force();
+
+    // Flux applies the first revision as itself.
+    let git = deployment(ns, "registry.example.com/agent:1.0", "500m");
+    let created = flux.patch("agent", &apply, &Patch::Apply(&git)).await.expect("Flux applies as itself");
+    assert_eq!(annotation(&created, "hallmark.dev/channel").as_deref(), Some("gitops"));
+
+    // The next revision, impersonating the tenant service account, changes a Git-owned field.
+    let next = deployment(ns, "registry.example.com/agent:1.0", "600m");
+    let updated =
+        flux_as_tenant.patch("agent", &apply, &Patch::Apply(&next)).await.expect("Flux impersonating the tenant SA");
+    assert_eq!(annotation(&updated, "hallmark.dev/channel").as_deref(), Some("gitops"));
+    assert_eq!(annotation(&updated, "hallmark.dev/applied-by"), Some(tenant_sa.clone()));
+    assert_eq!(annotation(&updated, "hallmark.dev/field-manager").as_deref(), Some("kustomize-controller"));
+    let stored = serde_json::to_value(&updated).expect("json");
+    let cpu = stored.pointer("/spec/template/spec/containers/0/resources/limits/cpu").and_then(Value::as_str);
+    assert_eq!(cpu, Some("600m"));
+
+    // A developer's change of the same field is still denied.
+    let cpu_patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "agent", "resources": {"limits": {"cpu": "750m"}}}]}}}});
+    let params = PatchParams { field_manager: Some("kubectl-patch".into()), ..PatchParams::default() };
+    let text = dev.patch("agent", &params, &Patch::Strategic(&cpu_patch)).await.expect_err("denied").to_string();
+    assert!(text.contains("containers[name=agent].resources.limits.cpu") && text.contains("change it there"), "{text}");
+
+    // A developer who names Flux's field manager is denied, and told why.
+    let mine = deployment(ns, "registry.example.com/agent:1.0", "750m");
+    let text = dev.patch("agent", &apply, &Patch::Apply(&mine)).await.expect_err("denied").to_string();
+    assert!(
+        text.contains(
+            "field manager kustomize-controller is a reconciler field manager of platform-e2e, but user hallmark-e2e-dev is not one of its reconcilers"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("system:serviceaccount:*:flux-reconciler"), "{text}");
 }

@@ -123,7 +123,7 @@ pub fn reconciler_hint(policy: &CompiledPolicy, req: &AdmissionRequest) -> Optio
         ),
         _ => {
             let fix = if policy.name == BUILTIN_DEFAULT_NAME {
-                "give hallmark an OwnershipPolicy whose spec.owner.reconcilers.users names it (globs allowed, e.g. system:serviceaccount:*:flux-reconciler); the built-in default knows only the controllers' own service accounts".to_owned()
+                "list it under reconcilers.users in hallmark's config file, or give hallmark an OwnershipPolicy whose spec.owner.reconcilers.users names it (globs allowed, e.g. system:serviceaccount:*:flux-reconciler); the built-in default knows only the controllers' own service accounts".to_owned()
             } else {
                 format!(
                     "add it to spec.owner.reconcilers.users of OwnershipPolicy {} (globs allowed, e.g. system:serviceaccount:*:flux-reconciler)",

@@ -69,21 +69,18 @@ pub struct Owner {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Reconcilers {
-    /// Kubernetes usernames (e.g. `system:serviceaccount:flux-system:kustomize-controller`),
-    /// or globs (`*`, `?`): `system:serviceaccount:*:flux-reconciler` matches the tenant
-    /// service account that Flux or Argo CD impersonates in every namespace.
+    /// Kubernetes usernames (e.g. `system:serviceaccount:flux-system:kustomize-controller`) or globs (`*`, `?`).
+    /// `system:serviceaccount:*:flux-reconciler` matches the tenant service account that Flux or Argo CD impersonates, in every namespace.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<String>,
     /// Kubernetes groups (e.g. `system:serviceaccounts:flux-system`), or globs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
-    /// managedFields managers whose entries mark Git-owned fields (exact names). Never
-    /// identity.
+    /// managedFields managers whose entries mark Git-owned fields: exact names, never identity.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub field_managers: Vec<String>,
-    /// Also require the extras of a real pod-bound token (not an impersonation). Cannot be
-    /// combined with globs in users or groups: impersonated tenant service accounts never
-    /// carry these extras.
+    /// Also require the extras of a real pod-bound token (not an impersonation).
+    /// Not with globs in users or groups: the impersonated tenant service accounts they match never carry these extras.
     #[serde(default, skip_serializing_if = "is_false")]
     pub require_pod_token: bool,
 }
