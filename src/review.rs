@@ -220,3 +220,65 @@ pub fn describe(req: &AdmissionRequest) -> String {
         .or_else(|| req.object.as_ref().and_then(|o| o.pointer("/metadata/name")).and_then(Value::as_str));
     format!("{}/{ns}{}", req.resource.resource, name.unwrap_or(""))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::Review;
+    use crate::config::Settings;
+    use crate::policy::parse_documents;
+    use serde_json::json;
+
+    fn request(user: serde_json::Value) -> AdmissionRequest {
+        let obj =
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "a", "namespace": "team-a"}});
+        let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": "u", "operation": "UPDATE", "userInfo": user, "namespace": "team-a", "name": "a",
+            "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+            "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+            "options": {"fieldManager": "kustomize-controller"}, "object": obj, "oldObject": obj}});
+        Review::decode(&serde_json::to_vec(&review).expect("json")).expect("review").request
+    }
+
+    fn policy(reconcilers: &str) -> PolicySet {
+        let text = format!(
+            "apiVersion: hallmark.dev/v1alpha1\nkind: OwnershipPolicy\nmetadata: {{name: p}}\nspec:\n  owner:\n    name: o\n    reconcilers: {reconcilers}\n  managedFields: deny\n"
+        );
+        PolicySet::new(parse_documents(&text, "p.yaml").expect("valid"))
+    }
+
+    fn engine(config: &str) -> Engine {
+        Engine::new(Stamper::new(Settings::from_yaml(config, "c.yaml").expect("config")), OnError::Allow)
+    }
+
+    #[test]
+    fn gitops_channel_follows_the_reconciler_globs() {
+        let tenant = json!({"username": "system:serviceaccount:team-a:flux-reconciler",
+            "groups": ["system:serviceaccounts", "system:serviceaccounts:team-a", "system:authenticated"]});
+        let dev = json!({"username": "dev", "groups": ["developers", "system:authenticated"]});
+        let glob =
+            policy("{users: [\"system:serviceaccount:*:flux-reconciler\"], fieldManagers: [kustomize-controller]}");
+        let exact = policy("{users: [x], fieldManagers: [kustomize-controller]}");
+        let plain = engine("");
+        let configured = engine("reconcilers:\n  groups: [\"system:serviceaccounts:team-*\"]\n");
+        let cases = [
+            (&plain, &glob, &tenant, true),
+            (&plain, &exact, &tenant, false),
+            (&plain, &glob, &dev, false),
+            (&plain, &PolicySet::default(), &tenant, false),
+            // The config file's reconcilers, by group glob, with any policy set.
+            (&configured, &exact, &tenant, true),
+            (&configured, &PolicySet::default(), &tenant, true),
+            (&configured, &glob, &dev, false),
+        ];
+        for (i, (engine, policies, user, want)) in cases.into_iter().enumerate() {
+            assert_eq!(engine.is_gitops(&request(user.clone()), policies), want, "case {i}");
+        }
+        // A policy that names the identity but requires a pod-bound token is not bypassed
+        // through the configured list.
+        let token = policy(
+            "{users: [\"system:serviceaccount:team-a:flux-reconciler\"], fieldManagers: [k], requirePodToken: true}",
+        );
+        assert!(!configured.is_gitops(&request(tenant), &token));
+    }
+}

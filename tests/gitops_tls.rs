@@ -233,3 +233,47 @@ async fn config_file_reconciler_globs_under_the_builtin_default() {
     assert_eq!(warnings(&response).len(), 1, "{response}");
     server.stop().await;
 }
+
+/// `kubectl hallmark check` (its offline evaluation) uses the same matching: the tenant
+/// account Flux impersonates is a reconciler, a developer naming Flux's field manager is not.
+#[tokio::test]
+async fn kubectl_hallmark_check_judges_impersonated_writes_the_same_way() {
+    use hallmark::admission::UserInfo;
+    use hallmark::plugin::check;
+    use hallmark::provenance::Stamper;
+    use hallmark::review::{Engine, OnError};
+
+    let request = &fixture(VALIDATING)["request"];
+    let live = request["oldObject"].clone();
+    let manifest = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "platform-agent", "namespace": "team-a"},
+        "spec": {"template": {"spec": {"containers": [{"name": "agent", "resources": {"limits": {"cpu": "600m"}}}]}}}});
+    let user = |v: &Value| -> UserInfo { serde_json::from_value(v.clone()).expect("userInfo") };
+    let engine = Engine::new(Stamper::new(Settings::default()), OnError::Allow);
+    let now: jiff::Timestamp = "2026-11-30T04:00:00Z".parse().expect("time");
+    let judge = |policies: &PolicySet, who: UserInfo| {
+        check::evaluate(
+            &engine,
+            policies,
+            check::Write {
+                qualified: "deployments.apps",
+                live: Some(live.clone()),
+                manifest: &manifest,
+                user: who,
+                field_manager: Some("kustomize-controller".to_owned()),
+            },
+            now,
+        )
+    };
+    let tenant = user(&request["userInfo"]);
+    let r = judge(&with_globs(), tenant.clone());
+    assert!(r.allowed, "{r:?}");
+    assert_eq!(r.stamp.as_ref().and_then(|s| s.channel.as_deref()), Some("gitops"), "{r:?}");
+    let r = judge(&exact_only(), tenant);
+    assert!(!r.allowed);
+    assert!(r.message.as_deref().unwrap_or_default().contains("is not one of its reconcilers"), "{r:?}");
+    let dev = user(&json!({"username": "dev", "groups": ["developers", "system:authenticated"]}));
+    let r = judge(&with_globs(), dev);
+    assert!(!r.allowed);
+    assert!(r.message.as_deref().unwrap_or_default().contains("but user dev is not one of its reconcilers"), "{r:?}");
+}
