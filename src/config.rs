@@ -307,7 +307,7 @@ reconcilers:
             ("reconcilers:\n  groups: [a, \"\"]\n", "c.yaml:2: reconcilers.groups[1]: must not be empty"),
             (
                 "provenance:\n  declarers:\n    users: [\" ci\"]\n",
-                "c.yaml:3: provenance.declarers.users[0]: \" ci\" has leading or trailing whitespace, which no user or group name has",
+                "c.yaml:3: provenance.declarers.users[0]: \" ci\" has leading or trailing whitespace; remove it",
             ),
         ];
         for (text, want) in cases {

@@ -277,3 +277,19 @@ async fn kubectl_hallmark_check_judges_impersonated_writes_the_same_way() {
     assert!(!r.allowed);
     assert!(r.message.as_deref().unwrap_or_default().contains("but user dev is not one of its reconcilers"), "{r:?}");
 }
+
+/// `kubectl hallmark owners -o json` shows who may change the Git-owned fields, globs as
+/// written.
+#[tokio::test]
+async fn kubectl_hallmark_owners_names_the_reconcilers() {
+    use hallmark::plugin::owners::{PolicySource, owners, owners_document};
+    let obj = fixture(VALIDATING)["request"]["oldObject"].clone();
+    let set = with_globs();
+    let grouped = owners(&obj, "deployments", set.effective());
+    let doc = owners_document(&obj, &grouped, &PolicySource::Files(vec!["platform.yaml".into()]));
+    assert_eq!(
+        doc["gitOwners"][0]["reconcilers"],
+        json!({"users": [FLUX_OWN, "system:serviceaccount:*:flux-reconciler", "system:serviceaccount:*:argocd-sync"], "groups": []})
+    );
+    assert!(grouped.git.iter().any(|g| g.field == CPU && g.manager.as_deref() == Some("kustomize-controller")));
+}

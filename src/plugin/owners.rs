@@ -33,6 +33,16 @@ pub struct GitOwner {
     pub owner: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repository: Option<String>,
+    /// Who may change the fields: the policy's `spec.owner.reconcilers` users and groups,
+    /// as written (globs included), matched by the webhook as `verdict::is_reconciler` does.
+    pub reconcilers: Reconcilers,
+}
+
+/// A policy's reconciler identities, as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Reconcilers {
+    pub users: Vec<String>,
+    pub groups: Vec<String>,
 }
 
 /// The fields of one managedFields entry that Git does not claim.
@@ -121,6 +131,10 @@ pub fn owners<'p>(obj: &Value, resource: &str, policies: impl IntoIterator<Item 
                 policy: policy.name.clone(),
                 owner: policy.owner_name.clone(),
                 repository: policy.repository.clone(),
+                reconcilers: Reconcilers {
+                    users: policy.reconcilers.users.as_written().to_vec(),
+                    groups: policy.reconcilers.groups.as_written().to_vec(),
+                },
             });
         }
     }

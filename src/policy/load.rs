@@ -763,7 +763,7 @@ spec:
             ),
             (
                 DESIGN_EXAMPLE.replace(users, r#"users: ["flux "]"#),
-                "policies/platform.yaml:10:15: spec.owner.reconcilers.users[0]: \"flux \" has leading or trailing whitespace, which no user or group name has",
+                "policies/platform.yaml:10:15: spec.owner.reconcilers.users[0]: \"flux \" has leading or trailing whitespace; remove it",
             ),
             (
                 DESIGN_EXAMPLE

@@ -43,14 +43,15 @@ pub fn is_glob(name: &str) -> bool {
 }
 
 /// Why a user or group name cannot be used in `users`/`groups` lists: empty, leading or
-/// trailing whitespace (no Kubernetes identity has it, so the entry could never match),
-/// or a glob made of wildcards only (`*`, `?*`), which matches every identity.
+/// trailing whitespace (a typo that would silently match nobody), or a glob made of
+/// wildcards only (`*`, `?*`), which matches every identity. The error is a sentence
+/// without the field, e.g. `"*" matches every user or group; ...`.
 pub fn check_name(name: &str) -> Result<(), String> {
     if name.trim().is_empty() {
         return Err("must not be empty".to_owned());
     }
     if name.trim() != name {
-        return Err(format!("{name:?} has leading or trailing whitespace, which no user or group name has"));
+        return Err(format!("{name:?} has leading or trailing whitespace; remove it"));
     }
     if name.chars().all(|c| c == '*' || c == '?') {
         return Err(format!(
