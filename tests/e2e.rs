@@ -92,7 +92,8 @@ spec:
     name: platform-e2e
     repository: https://git.example.com/sre/cluster-config
     reconcilers:
-      users: ["hallmark-e2e-flux"]
+      # Flux as itself, and the tenant service account it impersonates in every namespace.
+      users: ["hallmark-e2e-flux", "system:serviceaccount:*:flux-reconciler"]
       fieldManagers: ["kustomize-controller"]
   rules:
     - match:
@@ -126,11 +127,6 @@ fn deployment(ns: &str, image: &str, cpu: &str) -> Value {
 /// Starts hallmark where the cluster can reach it and registers both webhooks for one
 /// namespace. Returns the server's stop handle.
 async fn start_and_register(env: &Env, ns: &str) -> tokio::sync::oneshot::Sender<()> {
-    start_and_register_with(env, ns, POLICY).await
-}
-
-/// [`start_and_register`] with another ownership policy.
-async fn start_and_register_with(env: &Env, ns: &str, policy: &str) -> tokio::sync::oneshot::Sender<()> {
     let url: hyper::Uri = env.url.parse().expect("HALLMARK_E2E_WEBHOOK_URL is a URL");
     let host = url.host().expect("URL has a host").trim_matches(['[', ']']).to_owned();
     let port = url.port_u16().unwrap_or(443);
@@ -138,7 +134,7 @@ async fn start_and_register_with(env: &Env, ns: &str, policy: &str) -> tokio::sy
     let bundle = hallmark::certs::generate(&[host.clone(), "localhost".into()], 1).expect("certs");
     let ck = certified_key_from_pem(bundle.cert_pem.as_bytes(), bundle.key_pem.as_bytes()).expect("pair");
     let store = Arc::new(CertStore::new(ck));
-    let policies = hallmark::policy::load::parse_documents(policy, "e2e-policy.yaml").expect("policy");
+    let policies = hallmark::policy::load::parse_documents(POLICY, "e2e-policy.yaml").expect("policy");
     let state =
         Arc::new(AppState::new(Engine::new(Stamper::new(Settings::default()), OnError::Allow), PolicySet::default()));
     state.set_policies(PolicySet { policies });
@@ -223,7 +219,11 @@ async fn e2e_stamps_denies_and_keeps_noops_quiet() {
     let Some(env) = env() else { return };
     let ns = format!("hallmark-e2e-{}", std::process::id());
     let stop = start_and_register(&env, &ns).await;
-    let result = tokio::time::timeout(Duration::from_secs(120), scenario(&env, &ns)).await;
+    let result = tokio::time::timeout(Duration::from_secs(180), async {
+        scenario(&env, &ns).await;
+        gitops_scenario(&env, &ns).await;
+    })
+    .await;
     cleanup(&env, &ns).await;
     let _ = stop.send(());
     result.expect("scenario finished in time");
@@ -336,42 +336,9 @@ async fn scenario(env: &Env, ns: &str) {
     assert!(out.contains("ci-app") && !out.contains("agent "), "{out}");
 }
 
-/// The policy of the GitOps case: Flux's own account, and the tenant service account it
-/// impersonates in every namespace (a glob), as reconcilers.
-const GITOPS_POLICY: &str = r#"
-apiVersion: hallmark.dev/v1alpha1
-kind: OwnershipPolicy
-metadata:
-  name: platform-e2e
-spec:
-  owner:
-    name: platform-e2e
-    repository: https://git.example.com/sre/cluster-config
-    reconcilers:
-      users: ["hallmark-e2e-flux", "system:serviceaccount:*:flux-reconciler"]
-      fieldManagers: ["kustomize-controller"]
-  rules:
-    - match:
-        groups: ["apps"]
-        kinds: ["Deployment"]
-        namespaces: ["hallmark-e2e-*"]
-      fields:
-        - spec.template.spec.containers[*].resources
-      action: deny
-  managedFields: deny
-"#;
-
-#[tokio::test]
-async fn e2e_flux_impersonating_a_tenant_service_account() {
-    let Some(env) = env() else { return };
-    let ns = format!("hallmark-e2e-gitops-{}", std::process::id());
-    let stop = start_and_register_with(&env, &ns, GITOPS_POLICY).await;
-    let result = tokio::time::timeout(Duration::from_secs(120), gitops_scenario(&env, &ns)).await;
-    cleanup(&env, &ns).await;
-    let _ = stop.send(());
-    result.expect("scenario finished in time");
-}
-
+/// Flux as it runs multi-tenant: it applies as itself, then the next revision while
+/// impersonating the tenant service account (`spec.serviceAccountName`): user and groups,
+/// no extras. The policy names that account with a glob.
 async fn gitops_scenario(env: &Env, ns: &str) {
     // The tenant's service account, with the rights Flux's impersonated applies need.
     let admin = client_as(env, None).await;
@@ -400,16 +367,23 @@ async fn gitops_scenario(env: &Env, ns: &str) {
     let dev: Api<Deployment> =
         Api::namespaced(client_as(env, Some(("hallmark-e2e-dev", &["hallmark-e2e-devs"]))).await, ns);
     let apply = PatchParams::apply("kustomize-controller").force();
+    let manifest = |cpu: &str| {
+        let mut d = deployment(ns, "registry.example.com/agent:1.0", cpu);
+        d["metadata"]["name"] = json!("gitops-agent");
+        d
+    };
 
     // Flux applies the first revision as itself.
-    let git = deployment(ns, "registry.example.com/agent:1.0", "500m");
-    let created = flux.patch("agent", &apply, &Patch::Apply(&git)).await.expect("Flux applies as itself");
+    let git = manifest("500m");
+    let created = flux.patch("gitops-agent", &apply, &Patch::Apply(&git)).await.expect("Flux applies as itself");
     assert_eq!(annotation(&created, "hallmark.dev/channel").as_deref(), Some("gitops"));
 
     // The next revision, impersonating the tenant service account, changes a Git-owned field.
-    let next = deployment(ns, "registry.example.com/agent:1.0", "600m");
-    let updated =
-        flux_as_tenant.patch("agent", &apply, &Patch::Apply(&next)).await.expect("Flux impersonating the tenant SA");
+    let next = manifest("600m");
+    let updated = flux_as_tenant
+        .patch("gitops-agent", &apply, &Patch::Apply(&next))
+        .await
+        .expect("Flux impersonating the tenant SA");
     assert_eq!(annotation(&updated, "hallmark.dev/channel").as_deref(), Some("gitops"));
     assert_eq!(annotation(&updated, "hallmark.dev/applied-by"), Some(tenant_sa.clone()));
     assert_eq!(annotation(&updated, "hallmark.dev/field-manager").as_deref(), Some("kustomize-controller"));
@@ -420,12 +394,12 @@ async fn gitops_scenario(env: &Env, ns: &str) {
     // A developer's change of the same field is still denied.
     let cpu_patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "agent", "resources": {"limits": {"cpu": "750m"}}}]}}}});
     let params = PatchParams { field_manager: Some("kubectl-patch".into()), ..PatchParams::default() };
-    let text = dev.patch("agent", &params, &Patch::Strategic(&cpu_patch)).await.expect_err("denied").to_string();
+    let text = dev.patch("gitops-agent", &params, &Patch::Strategic(&cpu_patch)).await.expect_err("denied").to_string();
     assert!(text.contains("containers[name=agent].resources.limits.cpu") && text.contains("change it there"), "{text}");
 
     // A developer who names Flux's field manager is denied, and told why.
-    let mine = deployment(ns, "registry.example.com/agent:1.0", "750m");
-    let text = dev.patch("agent", &apply, &Patch::Apply(&mine)).await.expect_err("denied").to_string();
+    let mine = manifest("750m");
+    let text = dev.patch("gitops-agent", &apply, &Patch::Apply(&mine)).await.expect_err("denied").to_string();
     assert!(
         text.contains(
             "field manager kustomize-controller is a reconciler field manager of platform-e2e, but user hallmark-e2e-dev is not one of its reconcilers"
