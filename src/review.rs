@@ -198,7 +198,7 @@ pub fn answer_for(verdict: &Verdict, username: &str) -> Decision {
         return Decision::new(answer, "denied");
     }
     let mut answer = Answer::allow();
-    answer.warnings = verdict.findings.iter().map(|f| f.message.clone()).collect();
+    answer.warnings = verdict.warnings().into_iter().map(str::to_owned).collect();
     if verdict.is_break_glass() {
         answer.audit_annotations.insert(
             "break-glass".to_owned(),

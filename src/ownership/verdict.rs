@@ -23,6 +23,10 @@ pub struct Finding {
     /// The writer may override (break-glass): allowed, warned, recorded.
     pub break_glass: bool,
     pub policy: String,
+    /// When `message` carries the reconciler explanation ([`reconciler_hint`]): the same
+    /// sentence with a short reference instead, shown for the policy's further fields so
+    /// that the explanation is given once per answer.
+    pub repeat: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -46,13 +50,14 @@ impl Verdict {
         self.findings.iter().any(|f| f.break_glass)
     }
 
-    /// The deny message: one sentence per owned field, the list capped.
+    /// The deny message: one sentence per owned field, the list capped; a policy's
+    /// reconciler explanation is given with its first field only.
     pub fn deny_message(&self) -> Option<String> {
         let denials: Vec<&Finding> = self.denials().collect();
         if denials.is_empty() {
             return None;
         }
-        let mut parts: Vec<&str> = denials.iter().take(MAX_LISTED).map(|f| f.message.as_str()).collect();
+        let mut parts = messages(denials.iter().take(MAX_LISTED).copied());
         let more = denials.len().saturating_sub(MAX_LISTED);
         let tail;
         if more > 0 {
@@ -61,6 +66,27 @@ impl Verdict {
         }
         Some(parts.join("; "))
     }
+
+    /// The warnings: one sentence per finding, a policy's reconciler explanation with its
+    /// first finding only.
+    pub fn warnings(&self) -> Vec<&str> {
+        messages(self.findings.iter())
+    }
+}
+
+/// The findings' sentences, each policy's reconciler explanation given once.
+fn messages<'a>(findings: impl Iterator<Item = &'a Finding>) -> Vec<&'a str> {
+    let mut explained: Vec<&str> = Vec::new();
+    findings
+        .map(|f| match &f.repeat {
+            Some(short) if explained.contains(&f.policy.as_str()) => short.as_str(),
+            Some(_) => {
+                explained.push(&f.policy);
+                f.message.as_str()
+            }
+            None => f.message.as_str(),
+        })
+        .collect()
 }
 
 /// True when kube-apiserver authenticated this request with a service account token (it
@@ -213,6 +239,7 @@ pub fn evaluate(req: &AdmissionRequest, changes: &[Change<'_>], policies: &Polic
                         action: Enforcement::Deny,
                         break_glass,
                         policy: policy.name.clone(),
+                        repeat: None,
                     });
                 }
             }
@@ -353,11 +380,16 @@ fn push_finding(
         None => owner_text(policy, source),
     };
     let requested = format!("Requested {} -> {}.", short(change.old), short(change.new));
+    let mut repeat = None;
     let message = if break_glass {
         format!(
             "break-glass: {path} is owned by {owner}; allowed for {username}, recorded as channel=break-glass. Change it in Git too, or the next reconcile reverts it. {requested}"
         )
     } else if let Some(hint) = hint {
+        repeat = Some(format!(
+            "{path} is owned by {owner}; user {} may not change it (see above). {requested}",
+            truncate(username, 120)
+        ));
         format!("{path} is owned by {owner}; {hint}. {requested}")
     } else if action == Enforcement::Deny {
         format!("{path} is owned by {owner}; change it there. {requested}")
@@ -365,7 +397,7 @@ fn push_finding(
         format!("{path} is owned by {owner}; Git will revert this change at the next reconcile. {requested}")
     };
     verdict.findings.retain(|f| f.path != path);
-    verdict.findings.push(Finding { path, message, action, break_glass, policy: policy.name.clone() });
+    verdict.findings.push(Finding { path, message, action, break_glass, policy: policy.name.clone(), repeat });
 }
 
 fn owner_text(policy: &CompiledPolicy, source: &Option<String>) -> String {
@@ -758,6 +790,36 @@ spec:
         let message = v.deny_message().unwrap_or_default();
         assert!(message.ends_with("change it there. Requested \"500m\" -> \"600m\"."), "{message}");
         assert!(!message.contains("reconciler field manager"), "{message}");
+    }
+
+    #[test]
+    fn the_explanation_is_given_once_per_answer() {
+        // The next revision changes the image and both limits: three Git-owned fields.
+        let mut req = impersonated(None, "kustomize-controller");
+        let container = req.object.as_mut().and_then(|o| o.pointer_mut("/spec/template/spec/containers/0"));
+        let container = container.expect("a container");
+        container["image"] = json!("registry.invalid/agent:2");
+        container["resources"]["limits"]["memory"] = json!("512Mi");
+        let exact = platform(&format!(r#"["{FLUX_SA}"]"#), "");
+        let v = judge(&req, &exact);
+        assert_eq!(v.denials().count(), 3, "{v:?}");
+        let message = v.deny_message().unwrap_or_default();
+        assert_eq!(message.matches("if this is your GitOps controller").count(), 1, "{message}");
+        assert_eq!(
+            message.matches("user system:serviceaccount:team-a:flux-reconciler may not change it (see above)").count(),
+            2,
+            "{message}"
+        );
+        // As warnings (managedFields: warn), the same.
+        let warn = platform(&format!(r#"["{FLUX_SA}"]"#), "").policies.into_iter().map(|mut p| {
+            p.managed_fields = Enforcement::Warn;
+            p
+        });
+        let v = judge(&req, &PolicySet::new(warn.collect()));
+        let warnings = v.warnings();
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert!(warnings[0].contains("if this is your GitOps controller"), "{warnings:?}");
+        assert!(warnings[1..].iter().all(|w| w.contains("(see above)")), "{warnings:?}");
     }
 
     #[test]
