@@ -153,6 +153,34 @@ fn bench_core(c: &mut Criterion) {
         }
         g.finish();
     }
+
+    // Reconciler matching (on every write, for every policy): exact names against globs.
+    let mut g = c.benchmark_group("subjects");
+    let exact = hallmark::policy::Subjects::new(
+        vec![
+            "system:serviceaccount:flux-system:kustomize-controller".into(),
+            "system:serviceaccount:flux-system:helm-controller".into(),
+        ],
+        vec!["gitops-admins".into()],
+    );
+    let globbed = hallmark::policy::Subjects::new(
+        vec![
+            "system:serviceaccount:flux-system:kustomize-controller".into(),
+            "system:serviceaccount:*:flux-reconciler".into(),
+        ],
+        vec!["system:serviceaccounts:gitops-*".into()],
+    );
+    let tenant_groups: Vec<String> =
+        vec!["system:serviceaccounts".into(), "system:serviceaccounts:team-a".into(), "system:authenticated".into()];
+    for (name, subjects, user) in [
+        ("exact/miss", &exact, "dev"),
+        ("exact/hit", &exact, "system:serviceaccount:flux-system:helm-controller"),
+        ("glob/miss", &globbed, "dev"),
+        ("glob/hit", &globbed, "system:serviceaccount:team-a:flux-reconciler"),
+    ] {
+        g.bench_function(name, |bench| bench.iter(|| black_box(subjects).contains(black_box(user), &tenant_groups)));
+    }
+    g.finish();
 }
 
 /// A zero-copy JSON tree: strings borrow from the input unless they contain escapes,

@@ -3,7 +3,7 @@
 //! Every key is optional; unknown keys are errors; a flag given on the command line wins
 //! over the file. Errors name the file, the line and the field.
 
-use crate::policy::Subjects;
+use crate::policy::{Subjects, check_name};
 use crate::provenance::GitField;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -41,9 +41,21 @@ struct SubjectsFile {
     groups: Vec<String>,
 }
 
-impl From<SubjectsFile> for Subjects {
-    fn from(s: SubjectsFile) -> Subjects {
-        Subjects { users: s.users, groups: s.groups }
+impl SubjectsFile {
+    /// Validates every name ([`check_name`]) and compiles the lists. `field` is the
+    /// section (`reconcilers`, `provenance.declarers`); errors are
+    /// `file:line: field.users[1]: why`.
+    fn compile(self, text: &str, source: &str, field: &str) -> Result<Subjects, ConfigError> {
+        let section = field.rsplit('.').next().unwrap_or(field);
+        for (list, names) in [("users", &self.users), ("groups", &self.groups)] {
+            for (i, name) in names.iter().enumerate() {
+                if let Err(why) = check_name(name) {
+                    let line = line_of_entry(text, section, list, name).map(|l| format!(":{l}")).unwrap_or_default();
+                    return Err(ConfigError(format!("{source}{line}: {field}.{list}[{i}]: {why}")));
+                }
+            }
+        }
+        Ok(Subjects::new(self.users, self.groups))
     }
 }
 
@@ -57,10 +69,17 @@ pub struct Settings {
     /// `userInfo.extra` key -> provenance field.
     pub extra: Vec<(String, GitField)>,
     /// Writers whose writes are `channel=gitops`, besides the policies' reconcilers and
-    /// the built-in Flux / Argo CD identities.
+    /// the built-in Flux / Argo CD identities (exact names or globs, e.g.
+    /// `system:serviceaccount:*:flux-reconciler`).
     pub reconcilers: Subjects,
-    /// Kubernetes' own control plane: never denied, and never replacing a person's stamp.
-    pub system_writers: SystemWriters,
+    /// Writers whose writes the ownership check never denies and whose writes do not
+    /// replace a person's stamp (config key `systemWriters`; exact names and globs, see
+    /// [`Subjects`]). Why: with a webhook configuration that does not exclude them
+    /// (hand-written, another chart, an older cluster), kube-apiserver sends the namespace
+    /// controller's DELETE of every object of a deleted namespace (with no
+    /// `request.name`), the garbage collector's, and the HPA's `scale` writes; denying
+    /// any of them stalls namespace deletion or scaling.
+    pub system_writers: Subjects,
 }
 
 impl Default for Settings {
@@ -71,7 +90,7 @@ impl Default for Settings {
             declarers: Subjects::default(),
             extra: default_extra(DEFAULT_PREFIX),
             reconcilers: Subjects::default(),
-            system_writers: SystemWriters::default(),
+            system_writers: default_system_writers(),
         }
     }
 }
@@ -89,43 +108,9 @@ pub const DEFAULT_SYSTEM_WRITERS: [&str; 5] = [
     "system:serviceaccount:kube-system:*",
 ];
 
-/// Writers whose writes the ownership check never denies and whose writes do not replace
-/// a person's stamp (config key `systemWriters`). Users and groups are glob patterns
-/// (`*` any run of characters, `?` one character), compared with `userInfo.username` and
-/// `userInfo.groups`.
-///
-/// Why: with a webhook configuration that does not exclude them (hand-written, another
-/// chart, an older cluster), kube-apiserver sends the namespace controller's DELETE of
-/// every object of a deleted namespace (with no `request.name`), the garbage collector's,
-/// and the HPA's `scale` writes; denying any of them stalls namespace deletion or scaling.
-#[derive(Clone, Debug)]
-pub struct SystemWriters {
-    users: Vec<wildmatch::WildMatch>,
-    groups: Vec<wildmatch::WildMatch>,
-    /// The patterns as written (for `webhook-config` and messages).
-    pub patterns: Subjects,
-}
-
-impl Default for SystemWriters {
-    fn default() -> SystemWriters {
-        SystemWriters::new(Subjects {
-            users: DEFAULT_SYSTEM_WRITERS.iter().map(|s| s.to_string()).collect(),
-            groups: Vec::new(),
-        })
-    }
-}
-
-impl SystemWriters {
-    pub fn new(patterns: Subjects) -> SystemWriters {
-        let compile = |v: &[String]| v.iter().map(|p| wildmatch::WildMatch::new(p)).collect();
-        SystemWriters { users: compile(&patterns.users), groups: compile(&patterns.groups), patterns }
-    }
-
-    /// True when the user or one of its groups matches a pattern.
-    pub fn contains(&self, username: &str, groups: &[String]) -> bool {
-        self.users.iter().any(|u| u.matches(username))
-            || self.groups.iter().any(|g| groups.iter().any(|ug| g.matches(ug)))
-    }
+/// The default `systemWriters` (users; no groups), as [`Subjects`] globs.
+pub fn default_system_writers() -> Subjects {
+    Subjects::new(DEFAULT_SYSTEM_WRITERS.iter().map(|s| s.to_string()).collect(), Vec::new())
 }
 
 /// The default extra keys are the annotation keys: `hallmark.dev/committer` -> committer.
@@ -168,23 +153,17 @@ impl Settings {
         }
         if let Some(p) = file.provenance {
             if let Some(d) = p.declarers {
-                s.declarers = d.into();
+                s.declarers = d.compile(text, source, "provenance.declarers")?;
             }
             if let Some(extra) = p.extra {
                 s.extra = extra.into_iter().collect();
             }
         }
         if let Some(r) = file.reconcilers {
-            s.reconcilers = r.into();
+            s.reconcilers = r.compile(text, source, "reconcilers")?;
         }
         if let Some(w) = file.system_writers {
-            if let Some(bad) = w.users.iter().chain(&w.groups).find(|p| p.trim().is_empty() || p.trim() != p.as_str()) {
-                return Err(ConfigError(format!(
-                    "{source}{}: systemWriters: {bad:?} is not a user or group pattern (empty, or with surrounding spaces)",
-                    at("systemWriters")
-                )));
-            }
-            s.system_writers = SystemWriters::new(w.into());
+            s.system_writers = w.compile(text, source, "systemWriters")?;
         }
         Ok(s)
     }
@@ -234,6 +213,30 @@ fn strip_location(msg: &str) -> String {
     }
 }
 
+/// The 1-based line of an entry of the list `list` under the section `section:`: the
+/// first line from the list's key on that holds the entry (quoted or not), else the
+/// list's or the section's line.
+fn line_of_entry(text: &str, section: &str, list: &str, entry: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let start = line_of(text, section)?;
+    let list_line = lines
+        .iter()
+        .enumerate()
+        .skip(start - 1)
+        .find(|(_, l)| l.trim_start().starts_with(&format!("{list}:")))
+        .map(|(i, _)| i + 1);
+    let from = list_line.unwrap_or(start);
+    let quoted = format!("{entry:?}");
+    let found = lines.iter().enumerate().skip(from - 1).find(|(_, l)| {
+        if entry.trim().is_empty() {
+            l.contains("\"\"") || l.contains("''")
+        } else {
+            l.contains(&quoted) || l.contains(entry)
+        }
+    });
+    Some(found.map(|(i, _)| i + 1).unwrap_or(from))
+}
+
 /// The 1-based line on which `key:` first appears.
 fn line_of(text: &str, key: &str) -> Option<usize> {
     text.lines().position(|l| l.trim_start().starts_with(&format!("{key}:"))).map(|i| i + 1)
@@ -270,7 +273,7 @@ reconcilers:
         let s = Settings::from_yaml(text, "c.yaml").expect("valid");
         assert_eq!(s.annotation_prefix, "audit.example.com/");
         assert_eq!(s.history, 3);
-        assert_eq!(s.declarers.groups, vec!["ci-pipelines"]);
+        assert_eq!(s.declarers.groups.as_written(), ["ci-pipelines"]);
         assert_eq!(
             s.extra,
             vec![
@@ -278,7 +281,7 @@ reconcilers:
                 ("gitlab.com/user_login".to_owned(), GitField::Committer)
             ]
         );
-        assert_eq!(s.reconcilers.users.len(), 1);
+        assert_eq!(s.reconcilers.users.as_written().len(), 1);
     }
 
     #[test]
@@ -338,7 +341,39 @@ reconcilers:
         assert!(w.contains("anyone", &["system:nodes".into()]));
         assert!(!w.contains("system:kube-controller-manager", &[]), "the config replaces the default set");
         let err = Settings::from_yaml("history: 1\nsystemWriters:\n  users: [\"\"]\n", "c.yaml").unwrap_err();
-        assert!(err.to_string().starts_with("c.yaml:2: systemWriters:"), "{err}");
+        assert!(err.to_string().starts_with("c.yaml:3: systemWriters.users[0]: must not be empty"), "{err}");
+    }
+
+    #[test]
+    fn reconcilers_take_globs() {
+        let text = "reconcilers:\n  users:\n    - \"system:serviceaccount:*:flux-reconciler\"\n    - system:serviceaccount:argocd:argocd-application-controller\n  groups: [\"tenant-?-gitops\"]\n";
+        let s = Settings::from_yaml(text, "c.yaml").expect("valid");
+        let tenant_groups = ["system:serviceaccounts".to_owned(), "system:serviceaccounts:team-a".to_owned()];
+        assert!(s.reconcilers.contains("system:serviceaccount:team-a:flux-reconciler", &tenant_groups));
+        assert!(s.reconcilers.contains("system:serviceaccount:team-b:flux-reconciler", &[]));
+        assert!(s.reconcilers.contains("system:serviceaccount:argocd:argocd-application-controller", &[]));
+        assert!(s.reconcilers.contains("bot", &["tenant-a-gitops".to_owned()]));
+        assert!(!s.reconcilers.contains("bot", &["tenant-ab-gitops".to_owned()]));
+        assert!(!s.reconcilers.contains("system:serviceaccount:team-a:default", &tenant_groups));
+        assert!(!s.reconcilers.contains("dev", &["developers".to_owned()]));
+    }
+
+    #[test]
+    fn bad_reconciler_and_declarer_names_name_their_line() {
+        let cases = [
+            (
+                "history: 1\nreconcilers:\n  users:\n    - ok\n    - \"*\"\n",
+                "c.yaml:5: reconcilers.users[1]: \"*\" matches every user or group; name the identities, e.g. system:serviceaccount:*:flux-reconciler",
+            ),
+            ("reconcilers:\n  groups: [a, \"\"]\n", "c.yaml:2: reconcilers.groups[1]: must not be empty"),
+            (
+                "provenance:\n  declarers:\n    users: [\" ci\"]\n",
+                "c.yaml:3: provenance.declarers.users[0]: \" ci\" has leading or trailing whitespace; remove it",
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(Settings::from_yaml(text, "c.yaml").map(|_| ()).unwrap_err().to_string(), want);
+        }
     }
 
     #[test]

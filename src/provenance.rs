@@ -638,7 +638,7 @@ mod tests {
     #[test]
     fn declarer_group_may_declare_and_others_may_not() {
         let mut settings = Settings::default();
-        settings.declarers = Subjects { users: vec![], groups: vec!["ci-pipelines".into()] };
+        settings.declarers = Subjects::new(vec![], vec!["ci-pipelines".into()]);
         let s = Stamper::new(settings);
         let declared = json!({"hallmark.dev/commit": "c0ffee", "hallmark.dev/branch": "release"});
         let ci = json!({"username": "ci-bot", "groups": ["ci-pipelines"]});
@@ -656,7 +656,7 @@ mod tests {
     #[test]
     fn verified_values_win_over_declared_ones() {
         let mut settings = Settings::default();
-        settings.declarers = Subjects { users: vec!["ci".into()], groups: vec![] };
+        settings.declarers = Subjects::new(vec!["ci".into()], vec![]);
         let s = Stamper::new(settings);
         let user = json!({"username": "ci", "extra": {"hallmark.dev/commit": ["real"]}});
         let req = request(
@@ -697,7 +697,7 @@ mod tests {
     #[test]
     fn declarer_reapplying_the_same_declaration_keeps_it() {
         let mut settings = Settings::default();
-        settings.declarers = Subjects { users: vec!["ci".into()], groups: vec![] };
+        settings.declarers = Subjects::new(vec!["ci".into()], vec![]);
         let s = Stamper::new(settings);
         let ann = json!({"hallmark.dev/commit": "abc"});
         let mut new = deploy("a:2", ann.clone());

@@ -7,7 +7,7 @@
 use crate::admission::{AdmissionRequest, Answer, Operation};
 use crate::ownership::diff::{self, Change, DiffOptions};
 use crate::ownership::path::{FieldPath, Segment};
-use crate::ownership::verdict::{self, Finding, Verdict};
+use crate::ownership::verdict::{self, Finding, Standing, Verdict};
 use crate::policy::{BUILTIN_RECONCILER_USERS, Enforcement, PolicySet};
 use crate::provenance::{Channel, Stamper};
 use serde_json::Value;
@@ -185,20 +185,29 @@ impl Engine {
         })
     }
 
-    /// Is the writer a Git reconciler (`channel=gitops`)?
+    /// Is the writer a Git reconciler (`channel=gitops`)? One of the reconcilers of a
+    /// policy in force ([`verdict::is_reconciler`]: exact names and globs), of the config
+    /// file's `reconcilers` (the same matching), or a built-in Flux / Argo CD service
+    /// account. A policy that names the identity but requires a pod-bound token the
+    /// request lacks is not bypassed through the configured or built-in lists.
     pub fn is_gitops(&self, req: &AdmissionRequest, policies: &PolicySet) -> bool {
         let user = &req.user_info;
         let settings = &self.stamper.settings;
         if policies.effective().any(|p| verdict::is_reconciler(p, user)) {
             return true;
         }
-        // A policy that requires a pod-bound token for this identity is not bypassed
-        // through the built-in or configured lists.
-        let demands_token =
-            policies.effective().any(|p| p.require_pod_token && p.reconcilers.contains(&user.username, &user.groups));
-        let listed = settings.reconcilers.contains(&user.username, &user.groups)
-            || BUILTIN_RECONCILER_USERS.contains(&user.username.as_str());
-        listed && (!demands_token || verdict::has_pod_token(user))
+        if policies.effective().any(|p| verdict::standing(p, user) == Standing::NoPodToken) {
+            return false;
+        }
+        settings.reconcilers.contains(&user.username, &user.groups)
+            || BUILTIN_RECONCILER_USERS.contains(&user.username.as_str())
+    }
+
+    /// Under the built-in default (no policy loaded), the config file's `reconcilers` are
+    /// its reconcilers too: their writes are `channel=gitops` and not warned about.
+    fn is_configured_reconciler_under_builtin(&self, req: &AdmissionRequest, policies: &PolicySet) -> bool {
+        policies.is_builtin_default()
+            && self.stamper.settings.reconcilers.contains(&req.user_info.username, &req.user_info.groups)
     }
 
     /// `POST /mutate`: the provenance stamp. Never blocks a write.
@@ -313,6 +322,9 @@ impl Engine {
         } else {
             Vec::new()
         };
+        if self.is_configured_reconciler_under_builtin(req, policies) {
+            return Decision::new(Answer::allow(), "allowed");
+        }
         let verdict = verdict::evaluate(req, &changes, policies);
         if let Some(reason) = &verdict.error
             && !verdict.is_denied()
@@ -359,7 +371,7 @@ pub fn answer_for(verdict: &Verdict, username: &str) -> Decision {
         return decision;
     }
     let mut answer = Answer::allow();
-    answer.warnings = verdict.findings.iter().map(|f| f.message.clone()).collect();
+    answer.warnings = verdict.warnings().into_iter().map(str::to_owned).collect();
     if verdict.is_break_glass() {
         answer.audit_annotations.insert(
             "break-glass".to_owned(),
@@ -529,6 +541,7 @@ spec:
                 action: crate::policy::Enforcement::Deny,
                 break_glass: false,
                 policy: if i % 2 == 0 { "b".into() } else { "a".into() },
+                repeat: None,
             })
             .collect();
         let inv = Involved::of(findings.iter());
@@ -536,5 +549,68 @@ spec:
         assert_eq!(inv.more, 3);
         assert_eq!(inv.policies, vec!["a".to_owned(), "b".to_owned()]);
         assert!(inv.paths_text().ends_with(&format!("data.k{},+3", MAX_INVOLVED_PATHS - 1)));
+    }
+}
+
+/// Reconciler identity (`is_gitops`) with globs and the config's reconcilers.
+#[cfg(test)]
+mod gitops_tests {
+    use super::*;
+    use crate::admission::Review;
+    use crate::config::Settings;
+    use crate::policy::parse_documents;
+    use serde_json::json;
+
+    fn request(user: serde_json::Value) -> AdmissionRequest {
+        let obj =
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "a", "namespace": "team-a"}});
+        let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": "u", "operation": "UPDATE", "userInfo": user, "namespace": "team-a", "name": "a",
+            "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+            "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+            "options": {"fieldManager": "kustomize-controller"}, "object": obj, "oldObject": obj}});
+        Review::decode(&serde_json::to_vec(&review).expect("json")).expect("review").request
+    }
+
+    fn policy(reconcilers: &str) -> PolicySet {
+        let text = format!(
+            "apiVersion: hallmark.dev/v1alpha1\nkind: OwnershipPolicy\nmetadata: {{name: p}}\nspec:\n  owner:\n    name: o\n    reconcilers: {reconcilers}\n  managedFields: deny\n"
+        );
+        PolicySet::new(parse_documents(&text, "p.yaml").expect("valid"))
+    }
+
+    fn engine(config: &str) -> Engine {
+        Engine::new(Stamper::new(Settings::from_yaml(config, "c.yaml").expect("config")), OnError::Allow)
+    }
+
+    #[test]
+    fn gitops_channel_follows_the_reconciler_globs() {
+        let tenant = json!({"username": "system:serviceaccount:team-a:flux-reconciler",
+            "groups": ["system:serviceaccounts", "system:serviceaccounts:team-a", "system:authenticated"]});
+        let dev = json!({"username": "dev", "groups": ["developers", "system:authenticated"]});
+        let glob =
+            policy("{users: [\"system:serviceaccount:*:flux-reconciler\"], fieldManagers: [kustomize-controller]}");
+        let exact = policy("{users: [x], fieldManagers: [kustomize-controller]}");
+        let plain = engine("");
+        let configured = engine("reconcilers:\n  groups: [\"system:serviceaccounts:team-*\"]\n");
+        let cases = [
+            (&plain, &glob, &tenant, true),
+            (&plain, &exact, &tenant, false),
+            (&plain, &glob, &dev, false),
+            (&plain, &PolicySet::default(), &tenant, false),
+            // The config file's reconcilers, by group glob, with any policy set.
+            (&configured, &exact, &tenant, true),
+            (&configured, &PolicySet::default(), &tenant, true),
+            (&configured, &glob, &dev, false),
+        ];
+        for (i, (engine, policies, user, want)) in cases.into_iter().enumerate() {
+            assert_eq!(engine.is_gitops(&request(user.clone()), policies), want, "case {i}");
+        }
+        // A policy that names the identity but requires a pod-bound token is not bypassed
+        // through the configured list.
+        let token = policy(
+            "{users: [\"system:serviceaccount:team-a:flux-reconciler\"], fieldManagers: [k], requirePodToken: true}",
+        );
+        assert!(!configured.is_gitops(&request(tenant), &token));
     }
 }

@@ -206,8 +206,8 @@ impl Identity {
     fn of(p: &CompiledPolicy) -> Identity {
         let sorted = |v: &[String]| v.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect::<Vec<_>>();
         Identity {
-            users: sorted(&p.reconcilers.users),
-            groups: sorted(&p.reconcilers.groups),
+            users: sorted(p.reconcilers.users.as_written()),
+            groups: sorted(p.reconcilers.groups.as_written()),
             require_pod_token: p.require_pod_token,
         }
     }

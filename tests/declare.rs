@@ -139,7 +139,7 @@ async fn declared_output_created_by_a_declarer_is_stamped_declared() {
     let mut review = fixture("deploy-checkout-create-csa-ci-deployer-declared-provenance.json");
     let user = review["request"]["userInfo"]["username"].as_str().expect("username").to_owned();
     review["request"]["object"] = object;
-    let settings = Settings { declarers: Subjects { users: vec![user], groups: vec![] }, ..Settings::default() };
+    let settings = Settings { declarers: Subjects::new(vec![user], vec![]), ..Settings::default() };
     let server = TestServer::start_with(settings, PolicySet::default(), ServeOptions::default()).await;
     let mut client = server.client().await;
     let response = client.post("/mutate", body(&review)).await.response();

@@ -95,7 +95,8 @@ spec:
     name: platform-e2e
     repository: https://git.example.com/sre/cluster-config
     reconcilers:
-      users: ["hallmark-e2e-flux"]
+      # Flux as itself, and the tenant service account it impersonates in every namespace.
+      users: ["hallmark-e2e-flux", "system:serviceaccount:*:flux-reconciler"]
       fieldManagers: ["kustomize-controller"]
   rules:
     - match:
@@ -157,8 +158,7 @@ async fn start_and_register_with(
     let store = Arc::new(CertStore::new(ck));
     let policies = hallmark::policy::load::parse_documents(POLICY, "e2e-policy.yaml").expect("policy");
     // The CI deployer of the declare case is a trusted declarer.
-    let settings =
-        Settings { declarers: Subjects { users: vec![DECLARER.to_owned()], groups: vec![] }, ..Settings::default() };
+    let settings = Settings { declarers: Subjects::new(vec![DECLARER.to_owned()], vec![]), ..Settings::default() };
     let state = Arc::new(AppState::new(Engine::new(Stamper::new(settings), OnError::Allow), PolicySet::default()));
     state.set_policies(PolicySet { policies: policies.clone() });
     // Scale writes: the parent is read as the deployed hallmark reads it (RBAC get).
@@ -255,9 +255,10 @@ async fn e2e_stamps_denies_and_keeps_noops_quiet() {
     let Some(env) = env() else { return };
     let ns = format!("hallmark-e2e-{}", std::process::id());
     let stop = start_and_register(&env, &ns).await;
-    let result = tokio::time::timeout(Duration::from_secs(120), async {
+    let result = tokio::time::timeout(Duration::from_secs(180), async {
         scenario(&env, &ns).await;
         apiserver_webhook_metrics(&env).await;
+        gitops_scenario(&env, &ns).await;
     })
     .await;
     cleanup(&env, &ns).await;
@@ -639,4 +640,77 @@ async fn skipped_scenario(env: &Env, ns: &str, state: &AppState) {
         (&old.client_config, &old.rules, &old.failure_policy)
     );
     assert_eq!(reconcile(&api, &name, &wanted).await.expect("read"), Outcome::Current);
+}
+
+/// Flux as it runs multi-tenant: it applies as itself, then the next revision while
+/// impersonating the tenant service account (`spec.serviceAccountName`): user and groups,
+/// no extras. The policy names that account with a glob.
+async fn gitops_scenario(env: &Env, ns: &str) {
+    // The tenant's service account, with the rights Flux's impersonated applies need.
+    let admin = client_as(env, None).await;
+    let sa: k8s_openapi::api::core::v1::ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "flux-reconciler", "namespace": ns}})).expect("sa");
+    Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(admin.clone(), ns)
+        .create(&PostParams::default(), &sa)
+        .await
+        .expect("tenant service account");
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "flux-reconciler", "namespace": ns},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+        "subjects": [{"kind": "ServiceAccount", "name": "flux-reconciler", "namespace": ns}]
+    }))
+    .expect("binding");
+    Api::<RoleBinding>::namespaced(admin, ns).create(&PostParams::default(), &binding).await.expect("rolebinding");
+
+    let tenant_sa = format!("system:serviceaccount:{ns}:flux-reconciler");
+    let tenant_groups = ["system:serviceaccounts".to_owned(), format!("system:serviceaccounts:{ns}")];
+    let tenant_groups: Vec<&str> = tenant_groups.iter().map(String::as_str).collect();
+    let flux: Api<Deployment> = Api::namespaced(client_as(env, Some(("hallmark-e2e-flux", &[]))).await, ns);
+    // Impersonating like kustomize-controller does for spec.serviceAccountName: the user
+    // and its groups, no extras.
+    let flux_as_tenant: Api<Deployment> =
+        Api::namespaced(client_as(env, Some((tenant_sa.as_str(), tenant_groups.as_slice()))).await, ns);
+    let dev: Api<Deployment> =
+        Api::namespaced(client_as(env, Some(("hallmark-e2e-dev", &["hallmark-e2e-devs"]))).await, ns);
+    let apply = PatchParams::apply("kustomize-controller").force();
+    let manifest = |cpu: &str| {
+        let mut d = deployment(ns, "registry.example.com/agent:1.0", cpu);
+        d["metadata"]["name"] = json!("gitops-agent");
+        d
+    };
+
+    // Flux applies the first revision as itself.
+    let git = manifest("500m");
+    let created = flux.patch("gitops-agent", &apply, &Patch::Apply(&git)).await.expect("Flux applies as itself");
+    assert_eq!(annotation(&created, "hallmark.dev/channel").as_deref(), Some("gitops"));
+
+    // The next revision, impersonating the tenant service account, changes a Git-owned field.
+    let next = manifest("600m");
+    let updated = flux_as_tenant
+        .patch("gitops-agent", &apply, &Patch::Apply(&next))
+        .await
+        .expect("Flux impersonating the tenant SA");
+    assert_eq!(annotation(&updated, "hallmark.dev/channel").as_deref(), Some("gitops"));
+    assert_eq!(annotation(&updated, "hallmark.dev/applied-by"), Some(tenant_sa.clone()));
+    assert_eq!(annotation(&updated, "hallmark.dev/field-manager").as_deref(), Some("kustomize-controller"));
+    let stored = serde_json::to_value(&updated).expect("json");
+    let cpu = stored.pointer("/spec/template/spec/containers/0/resources/limits/cpu").and_then(Value::as_str);
+    assert_eq!(cpu, Some("600m"));
+
+    // A developer's change of the same field is still denied.
+    let cpu_patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "agent", "resources": {"limits": {"cpu": "750m"}}}]}}}});
+    let params = PatchParams { field_manager: Some("kubectl-patch".into()), ..PatchParams::default() };
+    let text = dev.patch("gitops-agent", &params, &Patch::Strategic(&cpu_patch)).await.expect_err("denied").to_string();
+    assert!(text.contains("containers[name=agent].resources.limits.cpu") && text.contains("change it there"), "{text}");
+
+    // A developer who names Flux's field manager is denied, and told why.
+    let mine = manifest("750m");
+    let text = dev.patch("gitops-agent", &apply, &Patch::Apply(&mine)).await.expect_err("denied").to_string();
+    assert!(
+        text.contains(
+            "field manager kustomize-controller is a reconciler field manager of platform-e2e, but user hallmark-e2e-dev is not one of its reconcilers"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("system:serviceaccount:*:flux-reconciler"), "{text}");
 }

@@ -1144,8 +1144,8 @@ fn config_map_holds_a_config_with_only_documented_keys() {
     obj(&cfg, "", &["annotationPrefix", "history", "provenance", "reconcilers", "systemWriters"]);
     // hallmark's own parser takes it, and the shipped system writers are the default set.
     let settings = hallmark::config::Settings::from_yaml(text, "configmap config.yaml").expect("hallmark accepts it");
-    assert_eq!(settings.system_writers.patterns.users, hallmark::config::DEFAULT_SYSTEM_WRITERS);
-    assert!(settings.system_writers.patterns.groups.is_empty());
+    assert_eq!(settings.system_writers.users.as_written(), hallmark::config::DEFAULT_SYSTEM_WRITERS);
+    assert!(settings.system_writers.groups.is_empty());
     if let Some(p) = cfg["annotationPrefix"].as_str() {
         assert!(p.ends_with('/'), "annotationPrefix ends with /");
     }

@@ -293,11 +293,8 @@ fn writer() -> impl Strategy<Value = Writer> {
 // ---- the engine ----
 
 fn engine(history: usize) -> Engine {
-    let settings = Settings {
-        history,
-        declarers: Subjects { users: vec![], groups: vec!["ci-pipelines".into()] },
-        ..Settings::default()
-    };
+    let settings =
+        Settings { history, declarers: Subjects::new(vec![], vec!["ci-pipelines".into()]), ..Settings::default() };
     Engine::new(Stamper::new(settings), OnError::Allow)
 }
 
@@ -310,16 +307,13 @@ fn policy_set(with_policy: bool) -> PolicySet {
             name: "platform".into(),
             owner_name: "platform-config".into(),
             repository: None,
-            reconcilers: Subjects {
-                users: vec!["system:serviceaccount:flux-system:kustomize-controller".into()],
-                groups: vec![],
-            },
+            reconcilers: Subjects::new(vec!["system:serviceaccount:flux-system:kustomize-controller".into()], vec![]),
             reconciler_field_managers: vec!["kustomize-controller".into()],
             require_pod_token: true,
             rules: vec![],
             managed_fields: Enforcement::Deny,
             delete_protection: true,
-            break_glass: Subjects { users: vec![], groups: vec!["sre-oncall".into()] },
+            break_glass: Subjects::new(vec![], vec!["sre-oncall".into()]),
         }],
     }
 }

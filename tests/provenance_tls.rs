@@ -210,7 +210,7 @@ async fn impersonated_extras_are_verified_and_missing_fields_absent() {
 #[tokio::test]
 async fn trusted_declarer_annotations_are_kept_as_declared() {
     let settings = Settings {
-        declarers: Subjects { users: vec!["system:serviceaccount:ci:deployer".into()], groups: vec![] },
+        declarers: Subjects::new(vec!["system:serviceaccount:ci:deployer".into()], vec![]),
         ..Settings::default()
     };
     let server = TestServer::start_with(settings, PolicySet::default(), ServeOptions::default()).await;

@@ -306,7 +306,7 @@ async fn an_untrusted_user_cannot_forge_any_provenance_key() {
 #[tokio::test]
 async fn a_trusted_declarer_still_cannot_forge_the_derived_keys() {
     let settings = Settings {
-        declarers: Subjects { users: vec!["system:serviceaccount:ci:deployer".into()], groups: vec![] },
+        declarers: Subjects::new(vec!["system:serviceaccount:ci:deployer".into()], vec![]),
         ..Settings::default()
     };
     let server = TestServer::start_with(settings, PolicySet::default(), ServeOptions::default()).await;

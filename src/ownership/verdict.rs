@@ -6,7 +6,7 @@ use super::fieldsv1::FieldSet;
 use super::managed;
 use super::path::overlaps;
 use crate::admission::{AdmissionRequest, Operation, UserInfo, truncate};
-use crate::policy::{CompiledPolicy, CompiledRule, Enforcement, PolicySet};
+use crate::policy::{BUILTIN_DEFAULT_NAME, CompiledPolicy, CompiledRule, Enforcement, PolicySet};
 use serde_json::{Map, Value};
 
 /// Deny messages listed before the rest are only counted.
@@ -23,6 +23,10 @@ pub struct Finding {
     /// The writer may override (break-glass): allowed, warned, recorded.
     pub break_glass: bool,
     pub policy: String,
+    /// When `message` carries the reconciler explanation ([`reconciler_hint`]): the same
+    /// sentence with a short reference instead, shown for the policy's further fields so
+    /// that the explanation is given once per answer.
+    pub repeat: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -46,13 +50,14 @@ impl Verdict {
         self.findings.iter().any(|f| f.break_glass)
     }
 
-    /// The deny message: one sentence per owned field, the list capped.
+    /// The deny message: one sentence per owned field, the list capped; a policy's
+    /// reconciler explanation is given with its first field only.
     pub fn deny_message(&self) -> Option<String> {
         let denials: Vec<&Finding> = self.denials().collect();
         if denials.is_empty() {
             return None;
         }
-        let mut parts: Vec<&str> = denials.iter().take(MAX_LISTED).map(|f| f.message.as_str()).collect();
+        let mut parts = messages(denials.iter().take(MAX_LISTED).copied());
         let more = denials.len().saturating_sub(MAX_LISTED);
         let tail;
         if more > 0 {
@@ -61,6 +66,27 @@ impl Verdict {
         }
         Some(parts.join("; "))
     }
+
+    /// The warnings: one sentence per finding, a policy's reconciler explanation with its
+    /// first finding only.
+    pub fn warnings(&self) -> Vec<&str> {
+        messages(self.findings.iter())
+    }
+}
+
+/// The findings' sentences, each policy's reconciler explanation given once.
+fn messages<'a>(findings: impl Iterator<Item = &'a Finding>) -> Vec<&'a str> {
+    let mut explained: Vec<&str> = Vec::new();
+    findings
+        .map(|f| match &f.repeat {
+            Some(short) if explained.contains(&f.policy.as_str()) => short.as_str(),
+            Some(_) => {
+                explained.push(&f.policy);
+                f.message.as_str()
+            }
+            None => f.message.as_str(),
+        })
+        .collect()
 }
 
 /// True when kube-apiserver authenticated this request with a service account token (it
@@ -72,10 +98,70 @@ pub fn has_pod_token(user: &UserInfo) -> bool {
         .any(|k| user.extra.get(*k).is_some_and(|v| !v.is_empty()))
 }
 
-/// Whether `user` is one of this policy's reconcilers (identity only: the field manager
-/// a request names is free text and never counts).
+/// How a writer stands with a policy's reconcilers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// One of its reconcilers: may change the fields the policy owns.
+    Reconciler,
+    /// Named by its reconcilers (`users`/`groups`, globs included), but the policy has
+    /// `requirePodToken` and the request carries no pod-bound token extras.
+    NoPodToken,
+    /// Not named by its reconcilers.
+    NotListed,
+}
+
+/// How `user` stands with this policy's reconcilers: its username or one of its groups
+/// against `spec.owner.reconcilers.users`/`groups` (exact names and globs, compiled at
+/// load: no allocation), then `requirePodToken`. Identity only: the field manager a
+/// request names is free text and never counts.
+pub fn standing(policy: &CompiledPolicy, user: &UserInfo) -> Standing {
+    if !policy.reconcilers.contains(&user.username, &user.groups) {
+        Standing::NotListed
+    } else if policy.require_pod_token && !has_pod_token(user) {
+        Standing::NoPodToken
+    } else {
+        Standing::Reconciler
+    }
+}
+
+/// Whether `user` is one of this policy's reconcilers ([`standing`]). The one identity
+/// check: the verdict, the `channel` of the stamp (`Engine::is_gitops`) and
+/// `kubectl hallmark check` all use it.
 pub fn is_reconciler(policy: &CompiledPolicy, user: &UserInfo) -> bool {
-    policy.reconcilers.contains(&user.username, &user.groups) && (!policy.require_pod_token || has_pod_token(user))
+    standing(policy, user) == Standing::Reconciler
+}
+
+/// The explanation for a write whose field manager (`options.fieldManager`) is one of
+/// the policy's reconciler field managers while its identity is not one of its
+/// reconcilers: typically a GitOps controller impersonating a tenant service account
+/// (Flux `spec.serviceAccountName`, Argo CD `destinationServiceAccounts`) that the policy
+/// does not name. `None` for any other write.
+pub fn reconciler_hint(policy: &CompiledPolicy, req: &AdmissionRequest) -> Option<String> {
+    let manager = req.field_manager().filter(|m| policy.is_reconciler_field_manager(m))?;
+    let manager = truncate(manager, 120);
+    let user = &req.user_info;
+    let who = truncate(&user.username, 120);
+    let owner = &policy.owner_name;
+    Some(match standing(policy, user) {
+        Standing::NoPodToken => format!(
+            "field manager {manager} is a reconciler field manager of {owner}, and user {who} is one of its reconcilers, but policy {} requires a pod-bound service account token (requirePodToken) and this request carries none (an impersonated request never does); let the controller write as its own service account, or drop requirePodToken",
+            policy.name
+        ),
+        _ => {
+            let fix = if policy.name == BUILTIN_DEFAULT_NAME {
+                "list it under reconcilers.users in hallmark's config file, or give hallmark an OwnershipPolicy whose spec.owner.reconcilers.users names it (globs allowed, e.g. system:serviceaccount:*:flux-reconciler); the built-in default knows only the controllers' own service accounts".to_owned()
+            } else {
+                format!(
+                    "add it to spec.owner.reconcilers.users of OwnershipPolicy {} (globs allowed, e.g. system:serviceaccount:*:flux-reconciler)",
+                    policy.name
+                )
+            };
+            format!(
+                "field manager {manager} is a reconciler field manager of {owner}, but user {who} is not one of its reconcilers ({}); if this is your GitOps controller impersonating a tenant service account, {fix}",
+                policy.reconcilers.describe()
+            )
+        }
+    })
 }
 
 /// The kind a resource's `scale` subresource belongs to, for matching rules by kind.
@@ -126,6 +212,9 @@ pub fn evaluate(req: &AdmissionRequest, changes: &[Change<'_>], policies: &Polic
             continue;
         }
         let break_glass = policy.break_glass.contains(&user.username, &user.groups);
+        // Only needed for messages.
+        let hint_cell = std::cell::OnceCell::new();
+        let hint = || hint_cell.get_or_init(|| reconciler_hint(policy, req)).as_deref();
 
         if req.operation == Operation::Delete {
             if policy.delete_protection {
@@ -150,6 +239,7 @@ pub fn evaluate(req: &AdmissionRequest, changes: &[Change<'_>], policies: &Polic
                         action: Enforcement::Deny,
                         break_glass,
                         policy: policy.name.clone(),
+                        repeat: None,
                     });
                 }
             }
@@ -176,6 +266,7 @@ pub fn evaluate(req: &AdmissionRequest, changes: &[Change<'_>], policies: &Polic
                         None,
                         source(),
                         &user.username,
+                        hint(),
                     );
                 }
             }
@@ -188,8 +279,7 @@ pub fn evaluate(req: &AdmissionRequest, changes: &[Change<'_>], policies: &Polic
             let entries = entries_cell.get_or_init(|| managed::entries(old));
             let wanted: Vec<usize> = (0..entries.len())
                 .filter(|&i| {
-                    policy.reconciler_field_managers.iter().any(|m| *m == entries[i].manager)
-                        && entries[i].subresource != "status"
+                    policy.is_reconciler_field_manager(&entries[i].manager) && entries[i].subresource != "status"
                 })
                 .collect();
             for &i in &wanted {
@@ -217,6 +307,7 @@ pub fn evaluate(req: &AdmissionRequest, changes: &[Change<'_>], policies: &Polic
                         Some(manager),
                         source(),
                         &user.username,
+                        hint(),
                     );
                 }
             }
@@ -276,6 +367,7 @@ fn push_finding(
     manager: Option<&str>,
     source: &Option<String>,
     username: &str,
+    hint: Option<&str>,
 ) {
     let path = change.path.to_string();
     if let Some(existing) = verdict.findings.iter_mut().find(|f| f.path == path) {
@@ -290,17 +382,24 @@ fn push_finding(
         None => owner_text(policy, source),
     };
     let requested = format!("Requested {} -> {}.", short(change.old), short(change.new));
+    let mut repeat = None;
     let message = if break_glass {
         format!(
             "break-glass: {path} is owned by {owner}; allowed for {username}, recorded as channel=break-glass. Change it in Git too, or the next reconcile reverts it. {requested}"
         )
+    } else if let Some(hint) = hint {
+        repeat = Some(format!(
+            "{path} is owned by {owner}; user {} may not change it (see above). {requested}",
+            truncate(username, 120)
+        ));
+        format!("{path} is owned by {owner}; {hint}. {requested}")
     } else if action == Enforcement::Deny {
         format!("{path} is owned by {owner}; change it there. {requested}")
     } else {
         format!("{path} is owned by {owner}; Git will revert this change at the next reconcile. {requested}")
     };
     verdict.findings.retain(|f| f.path != path);
-    verdict.findings.push(Finding { path, message, action, break_glass, policy: policy.name.clone() });
+    verdict.findings.push(Finding { path, message, action, break_glass, policy: policy.name.clone(), repeat });
 }
 
 fn owner_text(policy: &CompiledPolicy, source: &Option<String>) -> String {
@@ -350,7 +449,7 @@ fn reconciler_managers(obj: &Value, policy: &CompiledPolicy) -> Vec<String> {
     managed::entries(obj)
         .into_iter()
         .filter(|e| e.subresource.is_empty() && e.has_fields())
-        .filter(|e| policy.reconciler_field_managers.iter().any(|r| *r == e.manager))
+        .filter(|e| policy.is_reconciler_field_manager(&e.manager))
         .map(|e| e.manager.into_owned())
         .collect()
 }
@@ -575,6 +674,179 @@ spec:
         let req = request("UPDATE", json!({"username": "dev"}), old, object("500m", "low", 3), None);
         let v = judge(&req, &policies("deny"));
         assert!(v.error.as_deref().is_some_and(|e| e.contains("kustomize-controller")), "{v:?}");
+    }
+
+    /// The captured review of Flux's kustomize-controller applying the next Git revision
+    /// while impersonating the tenant service account `team-a/flux-reconciler` (no extras).
+    fn impersonated(user: Option<Value>, manager: &str) -> AdmissionRequest {
+        let mut review = crate::ownership::diff::test_support::fixture(
+            "validating/deploy-platform-agent-update-ssa-flux-impersonating-tenant-sa.validating.json",
+        );
+        if let Some(user) = user {
+            review["request"]["userInfo"] = user;
+        }
+        review["request"]["options"]["fieldManager"] = json!(manager);
+        Review::decode(&serde_json::to_vec(&review).expect("json")).expect("review").request
+    }
+
+    /// A platform policy owning every field its reconciler field managers own; `users`
+    /// and `extra` are spliced into `spec.owner.reconcilers`.
+    fn platform(users: &str, extra: &str) -> PolicySet {
+        let text = format!(
+            r#"
+apiVersion: hallmark.dev/v1alpha1
+kind: OwnershipPolicy
+metadata: {{name: platform}}
+spec:
+  owner:
+    name: platform-config
+    repository: https://git.example.com/sre/cluster-config
+    reconcilers:
+      users: {users}
+      fieldManagers: [kustomize-controller, helm-controller, argocd-controller]{extra}
+  managedFields: deny
+"#
+        );
+        PolicySet::new(parse_documents(&text, "platform.yaml").expect("valid"))
+    }
+
+    const FLUX_SA: &str = "system:serviceaccount:flux-system:kustomize-controller";
+    const CPU: &str = "spec.template.spec.containers[name=agent].resources.limits.cpu";
+
+    #[test]
+    fn impersonated_tenant_service_account_is_a_reconciler_when_a_glob_names_it() {
+        let req = impersonated(None, "kustomize-controller");
+        assert_eq!(req.user_info.username, "system:serviceaccount:team-a:flux-reconciler");
+        assert!(req.user_info.extra.is_empty(), "an impersonated request carries no extras");
+        let glob = platform(&format!(r#"["{FLUX_SA}", "system:serviceaccount:*:flux-reconciler"]"#), "");
+        let v = judge(&req, &glob);
+        assert!(v.findings.is_empty(), "{v:?}");
+        assert!(is_reconciler(&glob.policies[0], &req.user_info));
+
+        // The same write without the glob: denied, and the message says why and how to fix it.
+        let exact = platform(&format!(r#"["{FLUX_SA}"]"#), "");
+        let v = judge(&req, &exact);
+        assert!(v.is_denied());
+        assert_eq!(
+            v.deny_message().as_deref(),
+            Some(
+                format!(
+                    "{CPU} is owned by platform-config (field manager kustomize-controller, Git: https://git.example.com/sre/cluster-config, Flux Kustomization flux-system/infra); \
+                     field manager kustomize-controller is a reconciler field manager of platform-config, but user system:serviceaccount:team-a:flux-reconciler is not one of its reconcilers \
+                     (users: {FLUX_SA}; groups: none); if this is your GitOps controller impersonating a tenant service account, add it to spec.owner.reconcilers.users of OwnershipPolicy platform \
+                     (globs allowed, e.g. system:serviceaccount:*:flux-reconciler). Requested \"500m\" -> \"600m\"."
+                )
+                .as_str()
+            )
+        );
+    }
+
+    #[test]
+    fn helm_controller_and_argo_cd_impersonating_tenant_accounts() {
+        let policies = platform(
+            r#"["system:serviceaccount:*:flux-reconciler", "system:serviceaccount:*:argocd-sync"]"#,
+            "\n      groups: [\"system:serviceaccounts:gitops-*\"]",
+        );
+        let sa = |ns: &str, name: &str| {
+            json!({"username": format!("system:serviceaccount:{ns}:{name}"),
+                "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{ns}"), "system:authenticated"]})
+        };
+        let cases = [
+            (sa("team-a", "flux-reconciler"), "helm-controller", false),
+            (sa("team-b", "argocd-sync"), "argocd-controller", false),
+            // Matched through its group: any service account of a gitops-* namespace.
+            (sa("gitops-apps", "deployer"), "argocd-controller", false),
+            // Not named: denied, and told why.
+            (sa("team-a", "default"), "helm-controller", true),
+            (sa("team-a", "argocd-syncer"), "argocd-controller", true),
+        ];
+        for (user, manager, denied) in cases {
+            let req = impersonated(Some(user.clone()), manager);
+            let v = judge(&req, &policies);
+            assert_eq!(v.is_denied(), denied, "{user} {manager}: {v:?}");
+            if denied {
+                let message = v.deny_message().unwrap_or_default();
+                let want = format!(
+                    "field manager {manager} is a reconciler field manager of platform-config, but user {} is not one of its reconcilers (users: system:serviceaccount:*:flux-reconciler, system:serviceaccount:*:argocd-sync; groups: system:serviceaccounts:gitops-*)",
+                    user["username"].as_str().unwrap_or_default()
+                );
+                assert!(message.contains(&want), "{message}");
+            }
+        }
+    }
+
+    #[test]
+    fn developer_naming_a_reconciler_field_manager_is_told_it_is_not_a_reconciler() {
+        let policies = platform(r#"["system:serviceaccount:*:flux-reconciler"]"#, "");
+        let dev = json!({"username": "dev", "uid": "uid-dev", "groups": ["developers", "system:authenticated"]});
+        let v = judge(&impersonated(Some(dev.clone()), "kustomize-controller"), &policies);
+        assert!(v.is_denied());
+        let message = v.deny_message().unwrap_or_default();
+        assert!(
+            message.contains("field manager kustomize-controller is a reconciler field manager of platform-config, but user dev is not one of its reconcilers (users: system:serviceaccount:*:flux-reconciler; groups: none); if this is your GitOps controller impersonating a tenant service account, add it to spec.owner.reconcilers.users"),
+            "{message}"
+        );
+        assert!(!message.contains("change it there"), "{message}");
+        // A developer with its own field manager gets the usual message.
+        let v = judge(&impersonated(Some(dev), "kubectl"), &policies);
+        let message = v.deny_message().unwrap_or_default();
+        assert!(message.ends_with("change it there. Requested \"500m\" -> \"600m\"."), "{message}");
+        assert!(!message.contains("reconciler field manager"), "{message}");
+    }
+
+    #[test]
+    fn the_explanation_is_given_once_per_answer() {
+        // The next revision changes the image and both limits: three Git-owned fields.
+        let mut req = impersonated(None, "kustomize-controller");
+        let container = req.object.as_mut().and_then(|o| o.pointer_mut("/spec/template/spec/containers/0"));
+        let container = container.expect("a container");
+        container["image"] = json!("registry.invalid/agent:2");
+        container["resources"]["limits"]["memory"] = json!("512Mi");
+        let exact = platform(&format!(r#"["{FLUX_SA}"]"#), "");
+        let v = judge(&req, &exact);
+        assert_eq!(v.denials().count(), 3, "{v:?}");
+        let message = v.deny_message().unwrap_or_default();
+        assert_eq!(message.matches("if this is your GitOps controller").count(), 1, "{message}");
+        assert_eq!(
+            message.matches("user system:serviceaccount:team-a:flux-reconciler may not change it (see above)").count(),
+            2,
+            "{message}"
+        );
+        // As warnings (managedFields: warn), the same.
+        let warn = platform(&format!(r#"["{FLUX_SA}"]"#), "").policies.into_iter().map(|mut p| {
+            p.managed_fields = Enforcement::Warn;
+            p
+        });
+        let v = judge(&req, &PolicySet::new(warn.collect()));
+        let warnings = v.warnings();
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert!(warnings[0].contains("if this is your GitOps controller"), "{warnings:?}");
+        assert!(warnings[1..].iter().all(|w| w.contains("(see above)")), "{warnings:?}");
+    }
+
+    #[test]
+    fn require_pod_token_names_the_missing_token() {
+        let policies = platform(r#"["system:serviceaccount:team-a:flux-reconciler"]"#, "\n      requirePodToken: true");
+        let req = impersonated(None, "kustomize-controller");
+        assert_eq!(standing(&policies.policies[0], &req.user_info), Standing::NoPodToken);
+        let message = judge(&req, &policies).deny_message().unwrap_or_default();
+        assert!(
+            message.contains("user system:serviceaccount:team-a:flux-reconciler is one of its reconcilers, but policy platform requires a pod-bound service account token (requirePodToken) and this request carries none"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn builtin_default_warns_and_points_at_a_policy() {
+        let v = judge(&impersonated(None, "kustomize-controller"), &PolicySet::default());
+        assert!(!v.is_denied());
+        assert_eq!(v.findings.len(), 1, "{v:?}");
+        let message = &v.findings[0].message;
+        assert!(message.contains("field manager kustomize-controller is a reconciler field manager of git, but user system:serviceaccount:team-a:flux-reconciler is not one of its reconcilers (users: system:serviceaccount:flux-system:kustomize-controller, system:serviceaccount:flux-system:helm-controller, system:serviceaccount:argocd:argocd-application-controller; groups: none)"), "{message}");
+        assert!(
+            message.contains("give hallmark an OwnershipPolicy whose spec.owner.reconcilers.users names it"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -33,6 +33,16 @@ pub struct GitOwner {
     pub owner: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repository: Option<String>,
+    /// Who may change the fields: the policy's `spec.owner.reconcilers` users and groups,
+    /// as written (globs included), matched by the webhook as `verdict::is_reconciler` does.
+    pub reconcilers: Reconcilers,
+}
+
+/// A policy's reconciler identities, as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Reconcilers {
+    pub users: Vec<String>,
+    pub groups: Vec<String>,
 }
 
 /// The fields of one managedFields entry that Git does not claim.
@@ -101,7 +111,7 @@ pub fn owners<'p>(obj: &Value, resource: &str, policies: impl IntoIterator<Item 
         if policy.managed_fields != Enforcement::Ignore {
             for (i, entry) in entries.iter().enumerate() {
                 let manager = entry.get("manager").and_then(Value::as_str).unwrap_or("");
-                if !policy.reconciler_field_managers.iter().any(|m| m == manager) || is_status(entry) {
+                if !policy.is_reconciler_field_manager(manager) || is_status(entry) {
                     continue;
                 }
                 let Some(fields) = entry.get("fieldsV1") else { continue };
@@ -121,6 +131,10 @@ pub fn owners<'p>(obj: &Value, resource: &str, policies: impl IntoIterator<Item 
                 policy: policy.name.clone(),
                 owner: policy.owner_name.clone(),
                 repository: policy.repository.clone(),
+                reconcilers: Reconcilers {
+                    users: policy.reconcilers.users.as_written().to_vec(),
+                    groups: policy.reconcilers.groups.as_written().to_vec(),
+                },
             });
         }
     }

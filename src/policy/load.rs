@@ -721,6 +721,69 @@ spec:
     }
 
     #[test]
+    fn reconciler_globs_load_and_match() {
+        let text = DESIGN_EXAMPLE.replace(
+            r#"users: ["system:serviceaccount:flux-system:kustomize-controller"]"#,
+            r#"users: ["system:serviceaccount:flux-system:kustomize-controller", "system:serviceaccount:*:flux-reconciler"]
+      groups: ["gitops-?"]"#,
+        );
+        let p = &parse_documents(&text, "p.yaml").unwrap_or_else(|e| panic!("{e}"))[0];
+        let tenant = |ns: &str| vec!["system:serviceaccounts".to_owned(), format!("system:serviceaccounts:{ns}")];
+        assert!(p.reconcilers.contains("system:serviceaccount:team-a:flux-reconciler", &tenant("team-a")));
+        assert!(p.reconcilers.contains("system:serviceaccount:team-b:flux-reconciler", &tenant("team-b")));
+        assert!(p.reconcilers.contains("system:serviceaccount:flux-system:kustomize-controller", &[]));
+        assert!(p.reconcilers.contains("bot", &["gitops-1".to_owned()]));
+        assert!(!p.reconcilers.contains("bot", &["gitops-12".to_owned()]));
+        assert!(!p.reconcilers.contains("system:serviceaccount:team-a:default", &tenant("team-a")));
+        assert!(!p.reconcilers.contains("system:serviceaccount:team-a:flux-reconciler-2", &[]));
+        assert!(!p.reconcilers.contains("flux-reconciler", &[]));
+        assert!(p.reconcilers.users.has_globs());
+        assert_eq!(p.reconcilers.users.as_written()[1], "system:serviceaccount:*:flux-reconciler");
+    }
+
+    #[test]
+    fn bad_reconciler_names_and_require_pod_token_with_globs_are_refused() {
+        let users = r#"users: ["system:serviceaccount:flux-system:kustomize-controller"]"#;
+        let cases = [
+            (
+                DESIGN_EXAMPLE
+                    .replace(users, r#"users: ["system:serviceaccount:*:flux-reconciler"]"#)
+                    .replace("requirePodToken: false", "requirePodToken: true "),
+                "policies/platform.yaml:12:24: spec.owner.reconcilers.requirePodToken: requirePodToken cannot be combined with the glob users[0] \"system:serviceaccount:*:flux-reconciler\": globs exist to match the tenant service accounts that Flux and Argo CD impersonate, and an impersonated request carries no pod-bound token extras (authentication.kubernetes.io/credential-id, pod-name), so every write of theirs would count as a direct write; drop requirePodToken, or list only the controllers' own service accounts",
+            ),
+            (
+                DESIGN_EXAMPLE
+                    .replace(users, "users: [a]\n      groups: [b, \"tenants-*\"]")
+                    .replace("requirePodToken: false", "requirePodToken: true "),
+                "policies/platform.yaml:13:24: spec.owner.reconcilers.requirePodToken: requirePodToken cannot be combined with the glob groups[1] \"tenants-*\": globs exist to match the tenant service accounts that Flux and Argo CD impersonate, and an impersonated request carries no pod-bound token extras (authentication.kubernetes.io/credential-id, pod-name), so every write of theirs would count as a direct write; drop requirePodToken, or list only the controllers' own service accounts",
+            ),
+            (
+                DESIGN_EXAMPLE.replace(users, r#"users: [flux, "*"]"#),
+                "policies/platform.yaml:10:21: spec.owner.reconcilers.users[1]: \"*\" matches every user or group; name the identities, e.g. system:serviceaccount:*:flux-reconciler",
+            ),
+            (
+                DESIGN_EXAMPLE.replace(users, r#"users: ["flux "]"#),
+                "policies/platform.yaml:10:15: spec.owner.reconcilers.users[0]: \"flux \" has leading or trailing whitespace; remove it",
+            ),
+            (
+                DESIGN_EXAMPLE
+                    .replace(r#"fieldManagers: ["kustomize-controller"]"#, r#"fieldManagers: ["kustomize-*"]"#),
+                "policies/platform.yaml:11:23: spec.owner.reconcilers.fieldManagers[0]: \"kustomize-*\": fieldManagers are exact names, not globs (a client chooses its field manager freely)",
+            ),
+            (
+                DESIGN_EXAMPLE.replace(r#"groups: ["sre-oncall"]"#, r#"groups: ["?*"]"#),
+                "policies/platform.yaml:28:14: spec.breakGlass.groups[0]: \"?*\" matches every user or group; name the identities, e.g. system:serviceaccount:*:flux-reconciler",
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(err(&text), want);
+        }
+        // requirePodToken with exact names only still loads.
+        let exact = DESIGN_EXAMPLE.replace("requirePodToken: false", "requirePodToken: true ");
+        assert!(parse_documents(&exact, "p.yaml").is_ok_and(|p| p[0].require_pod_token));
+    }
+
+    #[test]
     fn several_documents_and_empty_ones() {
         let text =
             format!("# leading comment\n---\n{}---\n---\n# only a comment\n---\n{}...\n", minimal("a"), minimal("b"));

@@ -21,16 +21,118 @@ pub enum Enforcement {
     Deny,
 }
 
-/// Users and groups, as compared with `userInfo`.
+/// Names of users or of groups, as compared with `userInfo.username` or an entry of
+/// `userInfo.groups`: exact names and globs, compiled once when the policy or config is
+/// loaded so that matching a request allocates nothing.
+///
+/// A name containing `*` or `?` is a glob (wildmatch syntax: `*` any run of characters,
+/// `:` included; `?` exactly one character; no escapes), e.g.
+/// `system:serviceaccount:*:flux-reconciler`, the service account `flux-reconciler` of
+/// every namespace. Any other name is compared exactly.
+#[derive(Clone, Debug, Default)]
+pub struct Names {
+    /// As written, in order (for messages).
+    written: Vec<String>,
+    exact: Vec<String>,
+    globs: Vec<WildMatch>,
+}
+
+/// True when `name` is a glob (contains `*` or `?`).
+pub fn is_glob(name: &str) -> bool {
+    name.contains(['*', '?'])
+}
+
+/// Why a user or group name cannot be used in `users`/`groups` lists: empty, leading or
+/// trailing whitespace (a typo that would silently match nobody), or a glob made of
+/// wildcards only (`*`, `?*`), which matches every identity. The error is a sentence
+/// without the field, e.g. `"*" matches every user or group; ...`.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.trim().is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    if name.trim() != name {
+        return Err(format!("{name:?} has leading or trailing whitespace; remove it"));
+    }
+    if name.chars().all(|c| c == '*' || c == '?') {
+        return Err(format!(
+            "{name:?} matches every user or group; name the identities, e.g. system:serviceaccount:*:flux-reconciler"
+        ));
+    }
+    Ok(())
+}
+
+impl Names {
+    /// Compiles `names` (globs and exact names; see [`Names`]). Validation is the
+    /// caller's ([`check_name`]).
+    pub fn new(names: Vec<String>) -> Names {
+        let mut exact = Vec::new();
+        let mut globs = Vec::new();
+        for name in &names {
+            if is_glob(name) {
+                globs.push(WildMatch::new(name));
+            } else {
+                exact.push(name.clone());
+            }
+        }
+        Names { written: names, exact, globs }
+    }
+
+    /// True when `name` equals an exact name or matches a glob.
+    pub fn matches(&self, name: &str) -> bool {
+        self.exact.iter().any(|e| e == name) || self.globs.iter().any(|g| g.matches(name))
+    }
+
+    /// The names as written.
+    pub fn as_written(&self) -> &[String] {
+        &self.written
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.written.is_empty()
+    }
+
+    /// True when at least one name is a glob.
+    pub fn has_globs(&self) -> bool {
+        !self.globs.is_empty()
+    }
+}
+
+/// Users and groups, as compared with `userInfo` (each list: exact names and globs, see
+/// [`Names`]).
 #[derive(Clone, Debug, Default)]
 pub struct Subjects {
-    pub users: Vec<String>,
-    pub groups: Vec<String>,
+    pub users: Names,
+    pub groups: Names,
 }
 
 impl Subjects {
+    pub fn new(users: Vec<String>, groups: Vec<String>) -> Subjects {
+        Subjects { users: Names::new(users), groups: Names::new(groups) }
+    }
+
+    /// True when `username` is one of the users or one of `groups` one of the groups.
+    /// On every write: allocation-free.
     pub fn contains(&self, username: &str, groups: &[String]) -> bool {
-        self.users.iter().any(|u| u == username) || self.groups.iter().any(|g| groups.iter().any(|ug| ug == g))
+        self.users.matches(username) || (!self.groups.is_empty() && groups.iter().any(|g| self.groups.matches(g)))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty() && self.groups.is_empty()
+    }
+
+    /// For messages: `users: a, b; groups: none` (at most 5 names of each list shown).
+    pub fn describe(&self) -> String {
+        fn list(names: &[String]) -> String {
+            if names.is_empty() {
+                return "none".to_owned();
+            }
+            let mut s = names.iter().take(5).map(|n| crate::admission::truncate(n, 120)).collect::<Vec<_>>().join(", ");
+            if names.len() > 5 {
+                s.push_str(&format!(" and {} more", names.len() - 5));
+            }
+            s
+        }
+        format!("users: {}; groups: {}", list(self.users.as_written()), list(self.groups.as_written()))
     }
 }
 
@@ -86,7 +188,16 @@ impl PolicySet {
     }
 }
 
-/// The well-known Git reconciler identities (Flux, Argo CD).
+/// The well-known Git reconciler identities (Flux, Argo CD): the controllers' own
+/// service accounts in their default install namespaces.
+///
+/// Deliberately no glob for the tenant service accounts that Flux and Argo CD
+/// impersonate (`spec.serviceAccountName`, `--default-service-account`, AppProject
+/// `destinationServiceAccounts`): their names are the cluster's own choice (Flux's
+/// lockdown example uses `default`, `flux create tenant` names the account after the
+/// tenant), and whoever may create a service account of that name in a namespace, or a
+/// token for one, would become a reconciler. Clusters name theirs in a policy or in the
+/// config file's `reconcilers`.
 pub const BUILTIN_RECONCILER_USERS: [&str; 3] = [
     "system:serviceaccount:flux-system:kustomize-controller",
     "system:serviceaccount:flux-system:helm-controller",
@@ -113,10 +224,7 @@ fn build_builtin_default() -> CompiledPolicy {
         name: BUILTIN_DEFAULT_NAME.to_string(),
         owner_name: "git".to_string(),
         repository: None,
-        reconcilers: Subjects {
-            users: BUILTIN_RECONCILER_USERS.iter().map(|s| s.to_string()).collect(),
-            groups: Vec::new(),
-        },
+        reconcilers: Subjects::new(BUILTIN_RECONCILER_USERS.iter().map(|s| s.to_string()).collect(), Vec::new()),
         reconciler_field_managers: BUILTIN_RECONCILER_FIELD_MANAGERS.iter().map(|s| s.to_string()).collect(),
         require_pod_token: false,
         rules: Vec::new(),
@@ -306,7 +414,7 @@ mod tests {
         assert_eq!(d.managed_fields, Enforcement::Warn);
         assert!(d.rules.is_empty());
         assert!(!d.delete_protection);
-        assert!(d.break_glass.users.is_empty() && d.break_glass.groups.is_empty());
+        assert!(d.break_glass.is_empty());
         assert!(d.reconcilers.contains("system:serviceaccount:flux-system:kustomize-controller", &[]));
         assert!(d.reconcilers.contains("system:serviceaccount:argocd:argocd-application-controller", &[]));
         assert!(!d.reconcilers.contains("alice", &["system:masters".into()]));
@@ -321,6 +429,63 @@ mod tests {
         let set = PolicySet::new(vec![mine]);
         let names: Vec<&str> = set.effective().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["mine"]);
+    }
+
+    #[test]
+    fn names_match_exactly_or_by_glob() {
+        let names = Names::new(vec![
+            "system:serviceaccount:flux-system:kustomize-controller".into(),
+            "system:serviceaccount:*:flux-reconciler".into(),
+            "tenant-?".into(),
+        ]);
+        let cases = [
+            ("system:serviceaccount:flux-system:kustomize-controller", true),
+            ("system:serviceaccount:team-a:flux-reconciler", true),
+            ("system:serviceaccount:team-b:flux-reconciler", true),
+            // `*` spans any characters, `:` included (a service account name has none).
+            ("system:serviceaccount:a:b:flux-reconciler", true),
+            ("system:serviceaccount:team-a:default", false),
+            ("system:serviceaccount:team-a:flux-reconciler-x", false),
+            ("flux-reconciler", false),
+            ("tenant-a", true),
+            ("tenant-ab", false),
+            ("tenant-", false),
+            ("system:serviceaccount:flux-system:kustomize-controller2", false),
+            ("", false),
+        ];
+        for (name, want) in cases {
+            assert_eq!(names.matches(name), want, "{name}");
+        }
+        assert!(names.has_globs());
+        assert!(!Names::new(vec!["a".into()]).has_globs());
+        assert!(!Names::default().matches(""));
+
+        let s = Subjects::new(vec!["dev".into()], vec!["system:serviceaccounts:team-*".into()]);
+        assert!(s.contains("dev", &[]));
+        assert!(s.contains("x", &["system:authenticated".into(), "system:serviceaccounts:team-a".into()]));
+        assert!(!s.contains("x", &["system:serviceaccounts".into(), "system:serviceaccounts:prod".into()]));
+        assert_eq!(s.describe(), "users: dev; groups: system:serviceaccounts:team-*");
+        let many = Subjects::new((0..7).map(|i| format!("u{i}")).collect(), vec![]);
+        assert_eq!(many.describe(), "users: u0, u1, u2, u3, u4 and 2 more; groups: none");
+    }
+
+    #[test]
+    fn name_checks() {
+        assert_eq!(check_name("system:serviceaccount:*:flux-reconciler"), Ok(()));
+        assert_eq!(check_name("dev"), Ok(()));
+        for bad in ["", " ", " dev", "dev\t", "*", "**", "?", "*?*"] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn builtin_default_has_no_tenant_glob() {
+        let d = builtin_default();
+        assert!(!d.reconcilers.users.has_globs() && d.reconcilers.groups.is_empty());
+        assert!(!d.reconcilers.contains(
+            "system:serviceaccount:team-a:flux-reconciler",
+            &["system:serviceaccounts".into(), "system:serviceaccounts:team-a".into()]
+        ));
     }
 
     #[test]

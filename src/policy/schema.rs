@@ -2,7 +2,7 @@
 //! file or a custom resource, and its validation and compilation into a
 //! [`CompiledPolicy`](super::CompiledPolicy).
 
-use super::{CompiledPolicy, CompiledRule, Enforcement, Subjects};
+use super::{CompiledPolicy, CompiledRule, Enforcement, Subjects, check_name, is_glob};
 use crate::ownership::path;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, LabelSelectorRequirement};
 use kube::CustomResource;
@@ -69,15 +69,18 @@ pub struct Owner {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Reconcilers {
-    /// Kubernetes usernames (e.g. `system:serviceaccount:flux-system:kustomize-controller`).
+    /// Kubernetes usernames (e.g. `system:serviceaccount:flux-system:kustomize-controller`) or globs (`*`, `?`).
+    /// `system:serviceaccount:*:flux-reconciler` matches the tenant service account that Flux or Argo CD impersonates, in every namespace.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<String>,
+    /// Kubernetes groups (e.g. `system:serviceaccounts:flux-system`), or globs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
-    /// managedFields managers whose entries mark Git-owned fields. Never identity.
+    /// managedFields managers whose entries mark Git-owned fields: exact names, never identity.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub field_managers: Vec<String>,
     /// Also require the extras of a real pod-bound token (not an impersonation).
+    /// Not with globs in users or groups: the impersonated tenant service accounts they match never carry these extras.
     #[serde(default, skip_serializing_if = "is_false")]
     pub require_pod_token: bool,
 }
@@ -129,8 +132,10 @@ pub enum ManagedFieldsMode {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct BreakGlass {
+    /// Kubernetes usernames, or globs (`*`, `?`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<String>,
+    /// Kubernetes groups, or globs (`*`, `?`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
 }
@@ -300,15 +305,33 @@ pub fn compile(doc: &OwnershipPolicy) -> Result<CompiledPolicy, Vec<FieldError>>
     }
     let reconcilers = &owner.reconcilers;
     let reconciler_path = keys(&["spec", "owner", "reconcilers"]);
-    for (list, entries) in
-        [("users", &reconcilers.users), ("groups", &reconcilers.groups), ("fieldManagers", &reconcilers.field_managers)]
+    check_names(&mut errors, &reconciler_path, "users", &reconcilers.users);
+    check_names(&mut errors, &reconciler_path, "groups", &reconcilers.groups);
+    check_non_empty_entries(&mut errors, &reconciler_path, "fieldManagers", &reconcilers.field_managers);
+    for (j, manager) in reconcilers.field_managers.iter().enumerate() {
+        if is_glob(manager) {
+            errors.push(FieldError::new(
+                with(reconciler_path.clone(), [key("fieldManagers"), Step::Index(j)]),
+                format!(
+                    "{manager:?}: fieldManagers are exact names, not globs (a client chooses its field manager freely)"
+                ),
+            ));
+        }
+    }
+    if reconcilers.require_pod_token
+        && let Some((list, j, name)) = first_glob(&[("users", &reconcilers.users), ("groups", &reconcilers.groups)])
     {
-        check_non_empty_entries(&mut errors, &reconciler_path, list, entries);
+        errors.push(FieldError::new(
+            with(reconciler_path.clone(), [key("requirePodToken")]),
+            format!(
+                "requirePodToken cannot be combined with the glob {list}[{j}] {name:?}: globs exist to match the tenant service accounts that Flux and Argo CD impersonate, and an impersonated request carries no pod-bound token extras (authentication.kubernetes.io/credential-id, pod-name), so every write of theirs would count as a direct write; drop requirePodToken, or list only the controllers' own service accounts"
+            ),
+        ));
     }
     if let Some(bg) = &spec.break_glass {
         let bg_path = keys(&["spec", "breakGlass"]);
-        check_non_empty_entries(&mut errors, &bg_path, "users", &bg.users);
-        check_non_empty_entries(&mut errors, &bg_path, "groups", &bg.groups);
+        check_names(&mut errors, &bg_path, "users", &bg.users);
+        check_names(&mut errors, &bg_path, "groups", &bg.groups);
     }
 
     let mut rules = Vec::new();
@@ -354,13 +377,29 @@ pub fn compile(doc: &OwnershipPolicy) -> Result<CompiledPolicy, Vec<FieldError>>
         name,
         owner_name: owner.name.clone(),
         repository: owner.repository.clone(),
-        reconcilers: Subjects { users: reconcilers.users.clone(), groups: reconcilers.groups.clone() },
+        reconcilers: Subjects::new(reconcilers.users.clone(), reconcilers.groups.clone()),
         reconciler_field_managers: reconcilers.field_managers.clone(),
         require_pod_token: reconcilers.require_pod_token,
         rules,
         managed_fields: spec.managed_fields.into(),
         delete_protection: spec.delete_protection,
-        break_glass: Subjects { users: break_glass.users, groups: break_glass.groups },
+        break_glass: Subjects::new(break_glass.users, break_glass.groups),
+    })
+}
+
+/// Every entry of a `users` or `groups` list: [`check_name`].
+fn check_names(errors: &mut Vec<FieldError>, parent: &[Step], list: &str, entries: &[String]) {
+    for (j, entry) in entries.iter().enumerate() {
+        if let Err(why) = check_name(entry) {
+            errors.push(FieldError::new(with(parent.to_vec(), [key(list), Step::Index(j)]), why));
+        }
+    }
+}
+
+/// The first glob of the lists: (list, index, name).
+fn first_glob<'a>(lists: &[(&'a str, &'a Vec<String>)]) -> Option<(&'a str, usize, &'a str)> {
+    lists.iter().find_map(|(list, entries)| {
+        entries.iter().enumerate().find(|(_, e)| is_glob(e)).map(|(j, e)| (*list, j, e.as_str()))
     })
 }
 

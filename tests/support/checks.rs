@@ -106,7 +106,7 @@ pub fn diff_pair(data: &[u8]) {
 
 fn engine() -> Engine {
     let settings = Settings {
-        declarers: Subjects { users: vec!["system:serviceaccount:ci:deployer".into()], groups: vec![] },
+        declarers: Subjects::new(vec!["system:serviceaccount:ci:deployer".into()], vec![]),
         ..Settings::default()
     };
     Engine::new(Stamper::new(settings), OnError::Allow)
@@ -117,16 +117,13 @@ fn policies() -> [PolicySet; 2] {
         name: "platform".into(),
         owner_name: "platform-config".into(),
         repository: Some("https://git.example.com/sre/cluster-config".into()),
-        reconcilers: Subjects {
-            users: vec!["system:serviceaccount:flux-system:kustomize-controller".into()],
-            groups: vec![],
-        },
+        reconcilers: Subjects::new(vec!["system:serviceaccount:flux-system:kustomize-controller".into()], vec![]),
         reconciler_field_managers: vec!["kustomize-controller".into()],
         require_pod_token: true,
         rules: vec![],
         managed_fields: Enforcement::Deny,
         delete_protection: true,
-        break_glass: Subjects { users: vec![], groups: vec!["sre-oncall".into()] },
+        break_glass: Subjects::new(vec![], vec!["sre-oncall".into()]),
     };
     [PolicySet::default(), PolicySet { policies: vec![flux] }]
 }

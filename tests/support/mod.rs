@@ -116,13 +116,13 @@ pub fn flux_policy(managed_fields: Enforcement, require_pod_token: bool) -> Comp
         name: "platform".into(),
         owner_name: "platform-config".into(),
         repository: Some("https://git.example.com/sre/cluster-config".into()),
-        reconcilers: Subjects { users: vec![FLUX_SA.into()], groups: vec![] },
+        reconcilers: Subjects::new(vec![FLUX_SA.into()], vec![]),
         reconciler_field_managers: vec!["kustomize-controller".into()],
         require_pod_token,
         rules: vec![],
         managed_fields,
         delete_protection: false,
-        break_glass: Subjects { users: vec![], groups: vec!["sre-oncall".into()] },
+        break_glass: Subjects::new(vec![], vec!["sre-oncall".into()]),
     }
 }
 
