@@ -405,7 +405,7 @@ async fn serve(args: ServeArgs) -> i32 {
 }
 
 fn webhook_config(args: WebhookConfigArgs) -> i32 {
-    let (_, policies) = match inputs(&args.provenance) {
+    let (settings, policies) = match inputs(&args.provenance) {
         Ok(i) => i,
         Err(e) => {
             eprintln!("error: {e}");
@@ -418,6 +418,10 @@ fn webhook_config(args: WebhookConfigArgs) -> i32 {
         service: args.service,
         port: args.port,
         ownership_failure_policy: args.ownership_failure_policy,
+        system_writers: (
+            settings.system_writers.users.as_written().to_vec(),
+            settings.system_writers.groups.as_written().to_vec(),
+        ),
         ..crate::webhook_config::Target::default()
     };
     if let Some(path) = &args.ca_file {

@@ -102,6 +102,8 @@ pub struct Target {
     pub ca_bundle: Vec<u8>,
     /// `Fail` or `Ignore` for the ownership webhook.
     pub ownership_failure_policy: String,
+    /// The config's `systemWriters` (users, groups; as written), which both webhooks skip.
+    pub system_writers: (Vec<String>, Vec<String>),
 }
 
 impl Default for Target {
@@ -113,6 +115,7 @@ impl Default for Target {
             port: 443,
             ca_bundle: CA_BUNDLE_PLACEHOLDER.to_vec(),
             ownership_failure_policy: "Fail".into(),
+            system_writers: (crate::config::DEFAULT_SYSTEM_WRITERS.iter().map(|s| s.to_string()).collect(), Vec::new()),
         }
     }
 }
@@ -139,10 +142,46 @@ pub fn system_writer_conditions() -> Vec<MatchCondition> {
     ]
 }
 
-/// Every matchCondition of the ownership webhook: the system writers, then
-/// [`ownership_condition`].
+/// The conditions that skip the config's `systemWriters` (users, groups; exact names and
+/// globs, as `policy::Subjects` matches them): the four named conditions above for the
+/// default set (the shipped manifests), else one generated `not-a-system-writer`
+/// condition (none when both lists are empty). hallmark allows these writers anyway
+/// (`Engine::is_system_writer`): skipping them only saves the call.
+pub fn system_writer_conditions_for(users: &[String], groups: &[String]) -> Vec<MatchCondition> {
+    let default = users.len() == crate::config::DEFAULT_SYSTEM_WRITERS.len()
+        && users.iter().zip(crate::config::DEFAULT_SYSTEM_WRITERS).all(|(a, b)| a == b)
+        && groups.is_empty();
+    if default {
+        return system_writer_conditions();
+    }
+    let user = match any_of("request.userInfo.username", users, false) {
+        B::F => B::F,
+        test => B::and(vec![B::atom("has(request.userInfo.username)"), test]),
+    };
+    let group = match any_of("g", groups, false) {
+        B::F => B::F,
+        test => B::and(vec![
+            B::atom("has(request.userInfo.groups)"),
+            B::atom(format!("request.userInfo.groups.exists(g, {})", test.render(Prec::Or))),
+        ]),
+    };
+    match B::or(vec![user, group]) {
+        B::F => Vec::new(),
+        writer => vec![condition("not-a-system-writer", &B::not(writer).render(Prec::Or))],
+    }
+}
+
+/// Every matchCondition of the ownership webhook for the default system writers: the
+/// system writers, then [`ownership_condition`].
 pub fn ownership_conditions(policies: &PolicySet) -> Vec<MatchCondition> {
-    let mut all = system_writer_conditions();
+    let t = Target::default();
+    ownership_conditions_for(&t.system_writers.0, &t.system_writers.1, policies)
+}
+
+/// Every matchCondition of the ownership webhook: [`system_writer_conditions_for`] these
+/// system writers, then [`ownership_condition`].
+pub fn ownership_conditions_for(users: &[String], groups: &[String], policies: &PolicySet) -> Vec<MatchCondition> {
+    let mut all = system_writer_conditions_for(users, groups);
     all.push(ownership_condition(policies));
     all
 }
@@ -581,7 +620,7 @@ pub fn mutating(t: &Target) -> MutatingWebhookConfiguration {
             timeout_seconds: Some(5),
             rules: Some(rules(&["CREATE", "UPDATE"], false)),
             namespace_selector: Some(namespace_selector(t)),
-            match_conditions: Some(system_writer_conditions()),
+            match_conditions: Some(system_writer_conditions_for(&t.system_writers.0, &t.system_writers.1)),
             object_selector: None,
         }]),
     }
@@ -603,7 +642,7 @@ pub fn validating(t: &Target, policies: &PolicySet) -> ValidatingWebhookConfigur
             timeout_seconds: Some(5),
             rules: Some(rules(&["UPDATE", "DELETE"], true)),
             namespace_selector: Some(namespace_selector(t)),
-            match_conditions: Some(ownership_conditions(policies)),
+            match_conditions: Some(ownership_conditions_for(&t.system_writers.0, &t.system_writers.1, policies)),
             object_selector: None,
         }]),
     }

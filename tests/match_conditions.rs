@@ -475,3 +475,49 @@ fn expressions_stay_far_below_the_cost_budget() {
         assert!(cost < BUDGET / 20, "estimated {cost} for 1000 managedFields entries");
     }
 }
+
+/// A configured `systemWriters` set (not the default) gets one generated condition that
+/// skips exactly those writers — names and globs, users and groups — and hallmark, given
+/// the same config, answers their writes "allowed" with nothing to add.
+#[test]
+fn configured_system_writers_are_skipped_as_hallmark_allows_them() {
+    let settings = Settings::from_yaml(
+        "systemWriters:\n  users: [\"system:serviceaccount:kube-system:*\", \"ops-janitor\"]\n  groups: [\"system:nodes\"]\n",
+        "config.yaml",
+    )
+    .expect("config");
+    let writers = &settings.system_writers;
+    let conditions = hallmark::webhook_config::ownership_conditions_for(
+        writers.users.as_written(),
+        writers.groups.as_written(),
+        &platform(),
+    );
+    assert_eq!(conditions[0].name, "not-a-system-writer");
+    assert_eq!(conditions.len(), 2, "one system-writer condition, then the ownership one");
+    let compiled = Compiled::new(&conditions);
+    let engine = Engine::new(Stamper::new(settings.clone()), OnError::Allow);
+    let base = capture("deploy-platform-agent-update-patch-cpu-dev-flux-owned.json");
+    for (user, groups, skipped) in [
+        ("system:serviceaccount:kube-system:namespace-controller", json!(["system:serviceaccounts"]), true),
+        ("ops-janitor", json!([]), true),
+        ("system:node:worker-1", json!(["system:nodes", "system:authenticated"]), true),
+        // Not in the configured set any more (it replaced the default): sent.
+        ("system:kube-controller-manager", json!(["system:authenticated"]), false),
+        ("dev", json!(["developers", "system:authenticated"]), false),
+        ("ops-janitor-2", json!([]), false),
+    ] {
+        let mut review = base.clone();
+        review["request"]["userInfo"] = json!({"username": user, "groups": groups});
+        let calls = compiled.calls(&review).unwrap_or_else(|e| panic!("{user}: {e}"));
+        assert_eq!(!calls, skipped, "{user}");
+        let decoded = Review::decode(&serde_json::to_vec(&review).expect("json")).expect("decodes");
+        let answer = engine.validate(&decoded.request, &platform()).answer;
+        if skipped {
+            assert!(answer.allowed && answer.warnings.is_empty(), "{user}: skipped, so hallmark must allow quietly");
+        } else {
+            assert!(!answer.allowed, "{user}: the Flux-owned CPU limit change is judged and denied: {answer:?}");
+        }
+    }
+    // Empty lists: no system-writer condition at all.
+    assert_eq!(hallmark::webhook_config::ownership_conditions_for(&[], &[], &platform()).len(), 1);
+}

@@ -22,7 +22,7 @@
 //! they never stop the server.
 
 use super::AppState;
-use crate::webhook_config::{OWNERSHIP_WEBHOOK, ownership_conditions};
+use crate::webhook_config::{OWNERSHIP_WEBHOOK, ownership_conditions_for};
 use k8s_openapi::api::admissionregistration::v1::{MatchCondition, ValidatingWebhookConfiguration};
 use kube::api::{Api, Patch, PatchParams};
 use std::sync::Arc;
@@ -85,7 +85,12 @@ pub async fn sync_with(state: Arc<AppState>, client: kube::Client, options: Sync
     let mut last_error: Option<String> = None;
     loop {
         if state.policies_loaded.load(Ordering::SeqCst) {
-            let wanted = ownership_conditions(&state.policies.load());
+            let writers = &state.engine.stamper.settings.system_writers;
+            let wanted = ownership_conditions_for(
+                writers.users.as_written(),
+                writers.groups.as_written(),
+                &state.policies.load(),
+            );
             let due = last_check.is_none_or(|t| t.elapsed() >= options.resync);
             if written.as_ref() != Some(&wanted) || due {
                 last_check = Some(Instant::now());
