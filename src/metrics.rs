@@ -132,7 +132,7 @@ impl Metrics {
             "Reviews of writes by Kubernetes' own control plane (systemWriters): never denied, never stamped",
             system_writes.clone(),
         );
-        registry.register("open_connections", "Connections open now (TLS and HTTP)", open_connections.clone());
+        registry.register("open_connections", "Connections open now on the TLS port", open_connections.clone());
         registry.register(
             "connections_refused",
             "Connections refused with a 503 because --max-connections were open",
