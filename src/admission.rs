@@ -95,6 +95,14 @@ pub struct Review {
 impl Review {
     /// Decodes a body exactly as kube-apiserver sends it.
     pub fn decode(body: &[u8]) -> Result<Review, ReviewError> {
+        // An AdmissionReview is a JSON object; say so rather than what serde met first.
+        if let Some(first) = body.iter().find(|b| !b.is_ascii_whitespace())
+            && *first != b'{'
+        {
+            return Err(ReviewError::Json(
+                "expected a JSON object ({\"apiVersion\": ..., \"kind\": \"AdmissionReview\", ...})".into(),
+            ));
+        }
         let env: Envelope = match serde_json::from_slice(body) {
             Ok(env) => env,
             Err(e) => {
@@ -419,4 +427,20 @@ pub fn truncate(text: &str, max: usize) -> String {
     let mut s: String = text.chars().take(max.saturating_sub(1)).collect();
     s.push('…');
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_that_is_not_an_object_is_told_so() {
+        for body in [&b"[1,2]"[..], b"  42", b"\"x\"", b"null"] {
+            let err = Review::decode(body).map(|_| ()).unwrap_err().to_string();
+            assert!(err.starts_with("request body is not a valid AdmissionReview: expected a JSON object"), "{err}");
+        }
+        // An object still gets serde's precise message.
+        let err = Review::decode(b"{\"apiVersion\": 1}").map(|_| ()).unwrap_err().to_string();
+        assert!(err.contains("invalid type: integer"), "{err}");
+    }
 }

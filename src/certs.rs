@@ -20,6 +20,21 @@ impl Bundle {
     }
 }
 
+/// Whether `name` can be a serving certificate's subject alternative name that a TLS
+/// client (kube-apiserver) can verify: an IP address, or a DNS name (RFC 1123 labels, as
+/// `rustls_pki_types::DnsName` checks), optionally with a leading `*.` wildcard label.
+/// The error says why, for `hallmark certs` (exit 2).
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let dns = name.strip_prefix("*.").unwrap_or(name);
+    match rustls_pki_types::DnsName::try_from(dns) {
+        Ok(_) if !dns.is_empty() => Ok(()),
+        _ => Err("not a DNS name or an IP address (e.g. hallmark.hallmark-system.svc, 10.0.0.5)".to_owned()),
+    }
+}
+
 /// Generates a fresh CA and a serving certificate for `names` (DNS names or IP addresses),
 /// valid for `days`.
 pub fn generate(names: &[String], days: i64) -> Result<Bundle, rcgen::Error> {

@@ -121,7 +121,7 @@ pub struct ServeArgs {
     /// Seconds to keep answering after SIGTERM (with /readyz false) before closing.
     #[arg(long, env = "HALLMARK_DRAIN_SECONDS", default_value_t = 5)]
     pub drain_seconds: u64,
-    /// Seconds an idle keep-alive connection stays open (must exceed the apiserver's 90).
+    /// Seconds an idle keep-alive connection stays open (keep it above kube-apiserver's 90).
     #[arg(long, env = "HALLMARK_IDLE_TIMEOUT_SECONDS", default_value_t = 120)]
     pub idle_timeout_seconds: u64,
     /// Seconds a client has to send a request's headers, counted from the connection's
@@ -190,7 +190,7 @@ pub struct CheckArgs {
     #[arg(long, conflicts_with = "review")]
     pub old: Option<PathBuf>,
     /// The object as the write would leave it (YAML or JSON).
-    #[arg(long, conflicts_with = "review", required_unless_present = "review")]
+    #[arg(long, conflicts_with = "review", required_unless_present_any = ["review", "delete"])]
     pub new: Option<PathBuf>,
     /// A whole AdmissionReview (JSON) instead of --old/--new.
     #[arg(long)]
@@ -362,18 +362,6 @@ async fn serve(args: ServeArgs) -> i32 {
         max_connections: args.max_connections.max(1),
         ..ServeOptions::default()
     };
-    // The parents of scale writes are read through the API (RBAC: get on deployments,
-    // statefulsets, replicasets). Without a client, such writes follow --on-error.
-    match kube::Client::try_default().await {
-        Ok(client) => state.set_parent_lookup(crate::server::parents::ParentLookup::new(
-            client,
-            Duration::from_millis(args.parent_lookup_timeout_ms.max(1)),
-        )),
-        Err(e) => tracing::info!(
-            error = %crate::admission::one_line(&e.to_string()),
-            "no Kubernetes client: scale writes that need their parent's managedFields or labels are answered as --on-error says"
-        ),
-    }
     let bound = match bind(state.clone(), store.clone(), opts).await {
         Ok(b) => b,
         Err(e) => {
@@ -381,6 +369,20 @@ async fn serve(args: ServeArgs) -> i32 {
             return 1;
         }
     };
+    // The parents of scale writes are read through the API (RBAC: get on deployments,
+    // statefulsets, replicasets). Without a client, such writes follow --on-error.
+    match kube::Client::try_default().await {
+        Ok(client) => state.set_parent_lookup(crate::server::parents::ParentLookup::new(
+            client,
+            Duration::from_millis(args.parent_lookup_timeout_ms.max(1)),
+        )),
+        Err(e) => {
+            tracing::info!(
+                "no Kubernetes API access (not in a pod, no kubeconfig): a scale write whose parent must be read is answered as --on-error says"
+            );
+            tracing::debug!(error = %crate::admission::one_line(&e.to_string()), "Kubernetes client");
+        }
+    }
     if let Some((cert, key, fp)) = watched {
         tokio::spawn(watch_pair(store, cert, key, fp, reload_counter(state.clone())));
     }
@@ -424,14 +426,20 @@ fn webhook_config(args: WebhookConfigArgs) -> i32 {
         ),
         ..crate::webhook_config::Target::default()
     };
-    if let Some(path) = &args.ca_file {
-        match std::fs::read(path) {
+    match &args.ca_file {
+        Some(path) => match std::fs::read(path) {
             Ok(pem) => target.ca_bundle = pem,
             Err(e) => {
                 eprintln!("error: {}: {e}", path.display());
                 return EXIT_BAD_INPUT;
             }
-        }
+        },
+        None => eprintln!(
+            "hallmark webhook-config: no --ca-file: the caBundle is a placeholder, and the ownership webhook \
+             (failurePolicy: {}) rejects the writes it covers until a certificate overlay or cert-manager \
+             replaces it; pass --ca-file ca.crt to apply the output directly",
+            target.ownership_failure_policy
+        ),
     }
     match crate::webhook_config::yaml(&target, &policies, args.only) {
         Ok(y) => {
@@ -446,6 +454,12 @@ fn webhook_config(args: WebhookConfigArgs) -> i32 {
 }
 
 fn certs(args: CertsArgs) -> i32 {
+    for name in &args.names {
+        if let Err(why) = crate::certs::check_name(name) {
+            eprintln!("error: --dns {name:?}: {why}");
+            return EXIT_BAD_INPUT;
+        }
+    }
     let bundle = match crate::certs::generate(&args.names, args.days) {
         Ok(b) => b,
         Err(e) => {

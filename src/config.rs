@@ -135,10 +135,14 @@ impl Settings {
         let file: ConfigFile = if text.trim().is_empty() {
             ConfigFile::default()
         } else {
-            serde_yaml::from_str(text).map_err(|e| {
+            let located = |e: serde_yaml::Error| {
                 let loc = e.location().map(|l| format!(":{}:{}", l.line(), l.column())).unwrap_or_default();
                 ConfigError(format!("{source}{loc}: {}", crate::admission::one_line(&strip_location(&e.to_string()))))
-            })?
+            };
+            // YAML syntax first: a broken file is reported as such, not as the first key
+            // the schema happened to reject before reaching the broken part.
+            serde_yaml::from_str::<serde_yaml::Value>(text).map_err(located)?;
+            serde_yaml::from_str(text).map_err(located)?
         };
         let at = |key: &str| line_of(text, key).map(|l| format!(":{l}")).unwrap_or_default();
         let mut s = Settings::default();
@@ -290,6 +294,13 @@ reconcilers:
         let msg = err.to_string();
         assert!(msg.starts_with("conf/c.yaml:3:"), "{msg}");
         assert!(msg.contains("unknown field `declarer`"), "{msg}");
+    }
+
+    #[test]
+    fn a_yaml_syntax_error_is_reported_as_one() {
+        let err = Settings::from_yaml("history: 2\nkey: [unclosed\n", "c.yaml").unwrap_err().to_string();
+        assert!(err.starts_with("c.yaml:3:"), "{err}");
+        assert!(!err.contains("unknown field"), "the syntax error, not the schema's: {err}");
     }
 
     #[test]

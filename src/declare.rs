@@ -531,13 +531,6 @@ pub fn run(
         return EXIT_BAD_INPUT;
     }
     let keys = Keys::new(prefix);
-    let declaration = match resolve(env, args.ci, &args.explicit()) {
-        Ok(d) => d,
-        Err(e) => {
-            let _ = writeln!(err, "error: {e}");
-            return EXIT_BAD_INPUT;
-        }
-    };
     let mut inputs = Vec::new();
     let files: Vec<&str> =
         if args.files.is_empty() { vec!["-"] } else { args.files.iter().map(String::as_str).collect() };
@@ -565,6 +558,14 @@ pub fn run(
         };
         inputs.push(input);
     }
+    // The inputs first: a missing file is the first thing to fix.
+    let declaration = match resolve(env, args.ci, &args.explicit()) {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
     let declared = match declare(&inputs, &keys, &declaration, format) {
         Ok(d) => d,
         Err(e) => {
@@ -572,6 +573,15 @@ pub fn run(
             return EXIT_BAD_INPUT;
         }
     };
+    if declared.objects == 0 {
+        // An empty stream is almost always a failed step before this one in a pipe
+        // (`kustomize build … | hallmark declare | kubectl apply -f -`).
+        let _ = writeln!(
+            err,
+            "error: no Kubernetes objects in the input (did the command before hallmark declare fail?); nothing was written"
+        );
+        return EXIT_BAD_INPUT;
+    }
     if let Err(e) = out.write_all(declared.text.as_bytes()).and_then(|()| out.flush()) {
         let _ = writeln!(err, "error: writing stdout: {e}");
         return EXIT_ERROR;

@@ -163,3 +163,64 @@ fn certs_writes_a_usable_ca_and_pair() {
     hallmark::server::tls::certified_key_from_pem(&cert, &key).expect("a matching pair");
     assert!(std::fs::read_to_string(out.join("ca.crt")).expect("ca").starts_with("-----BEGIN CERTIFICATE-----"));
 }
+
+#[test]
+fn certs_refuses_names_a_client_could_not_verify() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    for bad in ["bad name!", "", "x y"] {
+        let (code, _, err) = hallmark(&["certs", "--out", &out.display().to_string(), "--dns", bad]);
+        assert_eq!(code, 2, "{bad:?}: {err}");
+        assert!(err.contains("not a DNS name or an IP address"), "{err}");
+    }
+    assert!(!out.exists(), "nothing written for a refused name");
+    for good in ["10.0.0.5", "::1", "*.hallmark-system.svc", "localhost"] {
+        let (code, _, err) = hallmark(&["certs", "--out", &out.display().to_string(), "--dns", good]);
+        assert_eq!(code, 0, "{good}: {err}");
+    }
+}
+
+#[test]
+fn delete_of_a_git_managed_object_is_judged_from_old_alone() {
+    let f = Files::new();
+    let policy = format!("{POLICY}  deleteProtection: true\n");
+    std::fs::write(f.path("policy.yaml"), policy).expect("write");
+    // The stored Deployment, with kustomize-controller's managedFields.
+    let stored = fixture("deploy-platform-agent-update-ssa-flux-revert-drift.after.json");
+    std::fs::write(f.path("stored.yaml"), serde_yaml::to_string(&stored).expect("yaml")).expect("write");
+    let (code, out, err) = hallmark(&[
+        "check",
+        "--policy",
+        &f.path("policy.yaml"),
+        "--user",
+        "dev",
+        "--delete",
+        "--old",
+        &f.path("stored.yaml"),
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.starts_with("DELETE deployments/team-a/platform-agent"), "{out}");
+    assert!(
+        out.contains(
+            "denied: deployments/platform-agent is managed by platform-config (Git: \
+             https://git.example.com/sre/cluster-config, Flux Kustomization flux-system/infra) (field manager \
+             kustomize-controller); delete it there"
+        ),
+        "{out}"
+    );
+    // The reconciler may delete it.
+    let (code, out, err) = hallmark(&[
+        "check",
+        "--policy",
+        &f.path("policy.yaml"),
+        "--user",
+        "system:serviceaccount:flux-system:kustomize-controller",
+        "--delete",
+        "--old",
+        &f.path("stored.yaml"),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    // --delete with --new is a usage error.
+    let (code, _, _) = hallmark(&["check", "--delete", "--old", &f.path("stored.yaml"), "--new", &f.path("new.yaml")]);
+    assert_eq!(code, 2);
+}

@@ -153,3 +153,17 @@ async fn declared_output_created_by_a_declarer_is_stamped_declared() {
     assert_eq!(s["hallmark.dev/repository"], "https://github.com/acme/checkout");
     server.stop().await;
 }
+
+#[test]
+fn an_empty_input_or_a_missing_file_is_an_error_that_writes_nothing() {
+    // A failed `kustomize build` before the pipe leaves stdin empty: not a silent success.
+    let r = hallmark(&["declare"], GITHUB, "");
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stdout.is_empty());
+    assert!(r.stderr.contains("no Kubernetes objects in the input"), "{}", r.stderr);
+    // A missing file is reported before anything about the CI environment.
+    let r = hallmark(&["declare", "-f", "/nonexistent/app.yaml"], &[("GITHUB_ACTIONS", "true")], "");
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.starts_with("error: /nonexistent/app.yaml:"), "{}", r.stderr);
+    assert!(r.stdout.is_empty());
+}

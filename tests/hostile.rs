@@ -31,8 +31,9 @@ async fn invalid_json_and_invalid_utf8_get_400() {
         assert_400(&mut client, path, b"{".to_vec(), "not a valid AdmissionReview").await;
         assert_400(&mut client, path, b"".to_vec(), "not a valid AdmissionReview").await;
         assert_400(&mut client, path, b"null".to_vec(), "not a valid AdmissionReview").await;
-        // serde reads a struct from a sequence too: `[]` is an envelope without apiVersion.
-        assert_400(&mut client, path, b"[]".to_vec(), "unsupported AdmissionReview apiVersion \"\"").await;
+        // Not an object at all: said so, not what serde met first.
+        assert_400(&mut client, path, b"[]".to_vec(), "not a valid AdmissionReview: expected a JSON object").await;
+        assert_400(&mut client, path, b"[1,2]".to_vec(), "not a valid AdmissionReview: expected a JSON object").await;
         assert_400(&mut client, path, b"\"AdmissionReview\"".to_vec(), "not a valid AdmissionReview").await;
         // A valid review followed by garbage.
         let mut trailing = fixture_bytes("deploy-web-create-csa-dev.json");

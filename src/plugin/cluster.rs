@@ -56,7 +56,7 @@ pub async fn connect(opts: &ConnectOptions) -> Result<Cluster, String> {
         }
         None => (
             kube::Config::incluster().map_err(|e| {
-                format!("no kubeconfig (set --kubeconfig or KUBECONFIG) and not running in a cluster: {e}")
+                format!("no kubeconfig (looked at --kubeconfig, KUBECONFIG and ~/.kube/config) and not running in a cluster: {e}")
             })?,
             None,
         ),
