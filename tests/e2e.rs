@@ -30,6 +30,10 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The tests of this file share one listen address (`HALLMARK_E2E_WEBHOOK_URL`'s port):
+/// each holds this for its whole run, so they take turns whatever `--test-threads` says.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 struct Env {
     kubeconfig: String,
     url: String,
@@ -109,6 +113,7 @@ spec:
     - match:
         groups: ["apps"]
         kinds: ["Deployment"]
+        namespaces: ["hallmark-e2e-*"]
         labelSelector: {matchLabels: {replicas-from: git}}
       fields:
         - spec.replicas
@@ -172,7 +177,19 @@ async fn start_and_register_with(
         drain: Duration::from_millis(0),
         ..ServeOptions::default()
     };
-    let bound = bind(state.clone(), store, opts).await.expect("bind the e2e webhook");
+    // The tests of this file take turns (see `SERIAL`); the previous one's listener may
+    // take a moment to go away.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let bound = loop {
+        match bind(state.clone(), store.clone(), opts.clone()).await {
+            Ok(b) => break b,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("e2e: waiting for {}: {e:#}", opts.listen);
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => panic!("bind the e2e webhook: {e:#}"),
+        }
+    };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(bound.serve(async move {
         let _ = rx.await;
@@ -253,6 +270,7 @@ fn annotation(d: &Deployment, key: &str) -> Option<String> {
 #[tokio::test]
 async fn e2e_stamps_denies_and_keeps_noops_quiet() {
     let Some(env) = env() else { return };
+    let _serial = SERIAL.lock().await;
     let ns = format!("hallmark-e2e-{}", std::process::id());
     let stop = start_and_register(&env, &ns).await;
     let result = tokio::time::timeout(Duration::from_secs(180), async {
@@ -475,6 +493,7 @@ async fn declare_scenario(env: &Env, ns: &str) {
 #[tokio::test]
 async fn e2e_scale_writes_and_namespace_deletion() {
     let Some(env) = env() else { return };
+    let _serial = SERIAL.lock().await;
     let ns = format!("hallmark-e2e-scale-{}", std::process::id());
     let stop = start_and_register(&env, &ns).await;
     let result = tokio::time::timeout(Duration::from_secs(180), scale_scenario(&env, &ns)).await;
@@ -581,6 +600,7 @@ fn validate_calls(state: &AppState) -> u64 {
 #[tokio::test]
 async fn e2e_writes_hallmark_cannot_judge_are_not_sent_to_validate() {
     let Some(env) = env() else { return };
+    let _serial = SERIAL.lock().await;
     // Outside POLICY's `hallmark-e2e-*` namespaces: only managedFields and reconcilers matter.
     let ns = format!("hallmark-cel-{}", std::process::id());
     let (stop, state) = start_and_register_with(&env, &ns, true).await;
