@@ -126,19 +126,27 @@ fn condition(name: &str, expression: &str) -> MatchCondition {
 
 /// The system writers both webhooks skip (they write constantly; with `failurePolicy: Fail`
 /// a control-plane write that depended on hallmark could stall namespace deletion, garbage
-/// collection or kube-apiserver's start-up).
+/// collection or kube-apiserver's start-up). Each is guarded with `has()`: a request without
+/// a username (there is none in practice) is sent rather than failing the evaluation, which
+/// `failurePolicy: Fail` would turn into a rejected write.
 pub fn system_writer_conditions() -> Vec<MatchCondition> {
     vec![
         condition(
             "not-scheduler-or-controller-manager",
-            "!(request.userInfo.username in ['system:kube-controller-manager','system:kube-scheduler'])",
+            "!has(request.userInfo.username) || !(request.userInfo.username in ['system:kube-controller-manager','system:kube-scheduler'])",
         ),
-        condition("not-a-node", "!request.userInfo.username.startsWith('system:node:')"),
+        condition(
+            "not-a-node",
+            "!has(request.userInfo.username) || !request.userInfo.username.startsWith('system:node:')",
+        ),
         condition(
             "not-a-kube-system-controller",
-            "!request.userInfo.username.startsWith('system:serviceaccount:kube-system:')",
+            "!has(request.userInfo.username) || !request.userInfo.username.startsWith('system:serviceaccount:kube-system:')",
         ),
-        condition("not-kube-apiserver", "request.userInfo.username != 'system:apiserver'"),
+        condition(
+            "not-kube-apiserver",
+            "!has(request.userInfo.username) || request.userInfo.username != 'system:apiserver'",
+        ),
     ]
 }
 

@@ -88,8 +88,8 @@ const SCALE_SUBRESOURCES: &[&str] = &["deployments/scale", "statefulsets/scale",
 
 /// matchConditions both webhooks must carry (whitespace-insensitive).
 const REQUIRED_MATCH_CONDITIONS: &[&str] = &[
-    "!(request.userInfo.username in ['system:kube-controller-manager','system:kube-scheduler'])",
-    "!request.userInfo.username.startsWith('system:node:')",
+    "!has(request.userInfo.username) || !(request.userInfo.username in ['system:kube-controller-manager','system:kube-scheduler'])",
+    "!has(request.userInfo.username) || !request.userInfo.username.startsWith('system:node:')",
 ];
 
 // ---------------------------------------------------------------------------------------

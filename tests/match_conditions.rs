@@ -458,7 +458,11 @@ fn reviews_without_optional_fields_evaluate_without_error() {
     r.as_object_mut().expect("object").remove("namespace");
     r["oldObject"]["metadata"]["managedFields"] = json!([{"operation": "Update"}]);
     for policies in policy_pool() {
-        let compiled = Compiled::new(&hallmark::webhook_config::ownership_conditions(&policies)[4..]);
+        // All of them, the shipped system-writer conditions included: without a username
+        // they send (an error would reject the write under failurePolicy: Fail).
+        let all = hallmark::webhook_config::ownership_conditions(&policies);
+        assert_eq!(Compiled::new(&all[..4]).calls(&review), Ok(true), "the system-writer conditions send");
+        let compiled = Compiled::new(&all);
         compiled.calls(&review).expect("no error with fields absent");
         let mut bare = review.clone();
         bare["request"]["oldObject"] = json!({"kind": "Deployment"});
