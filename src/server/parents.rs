@@ -39,6 +39,14 @@ impl ParentLookup {
         if namespace.is_empty() || name.is_empty() {
             return Err(format!("cannot read the parent {what}: the review names no namespace or name"));
         }
+        // Both go into the request path: only names Kubernetes itself would accept, so a
+        // review (e.g. posted straight to the webhook port) cannot steer the read elsewhere.
+        if !is_dns_label(namespace) || !is_dns_subdomain(name) {
+            return Err(format!(
+                "cannot read the parent of {}: the review's namespace or name is not a valid Kubernetes name",
+                req.resource.resource
+            ));
+        }
         let client = self.client.clone();
         let read = async {
             let meta = match req.resource.resource.as_str() {
@@ -54,6 +62,41 @@ impl ParentLookup {
             Ok(Err(e)) => Err(format!("cannot read the parent {what}: {}", crate::admission::one_line(&e.to_string()))),
             Ok(Ok(None)) => Err(format!("hallmark does not read parents of {}", req.resource.resource)),
             Ok(Ok(Some(meta))) => serde_json::to_value(meta).map_err(|e| format!("cannot read the parent {what}: {e}")),
+        }
+    }
+}
+
+/// A namespace name: an RFC 1123 label (lower-case alphanumerics and `-`, starting and
+/// ending alphanumeric, at most 63 characters), as `apimachinery`'s `IsDNS1123Label`.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// The name of a Deployment, StatefulSet or ReplicaSet: an RFC 1123 subdomain (labels
+/// joined by `.`, at most 253 characters), as `apimachinery`'s `IsDNS1123Subdomain`.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_kubernetes_names_reach_the_request_path() {
+        for good in ["web", "platform-agent", "a.b-c.d", "x1"] {
+            assert!(is_dns_subdomain(good), "{good}");
+        }
+        for bad in ["", "..", "../x", "web?watch=true", "a/b", "Web", "-a", "a-", "a..b", "x#", "a b", "%2e%2e"] {
+            assert!(!is_dns_subdomain(bad), "{bad}");
+        }
+        assert!(is_dns_label("team-a"));
+        for bad in ["team.a", "team-a#", "", &"a".repeat(64)] {
+            assert!(!is_dns_label(bad), "{bad}");
         }
     }
 }
