@@ -47,7 +47,8 @@ pub struct ServeOptions {
     /// An idle keep-alive connection (or one that does not finish its headers) is closed
     /// after this long. Must outlive kube-apiserver's 90 s idle timeout.
     pub idle_timeout: Duration,
-    /// A client must finish sending a request body within this time (else 408).
+    /// A client must finish sending a request body within this time (else 408), and a
+    /// write of the answer that makes no progress for this long ends the connection.
     pub body_timeout: Duration,
     /// A client must finish a request's headers within this time, counted from the
     /// connection's start (after the TLS handshake) or from the first byte of a request.
@@ -126,7 +127,14 @@ impl Bound {
         );
 
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder.http1().timer(TokioTimer::new()).keep_alive(true).header_read_timeout(opts.idle_timeout);
+        // half_close: a client that sends its request and then shuts down its write side still
+        // gets the answer (hyper's default would close at once).
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .keep_alive(true)
+            .half_close(true)
+            .header_read_timeout(opts.idle_timeout);
         builder
             .http2()
             .timer(TokioTimer::new())
@@ -171,7 +179,7 @@ impl Bound {
             let builder = builder.clone();
             let router = router.clone();
             let watcher = graceful.watcher();
-            let header_timeout = opts.header_timeout;
+            let timeouts = Timeouts { header: opts.header_timeout, idle: opts.idle_timeout, write: opts.body_timeout };
             let conn_state = state.clone();
             tokio::spawn(async move {
                 let _permit = permit;
@@ -190,8 +198,7 @@ impl Bound {
                 // A client certificate that verified against --client-ca, made visible to the
                 // handlers, which require it for the review endpoints when one is configured.
                 let verified = ClientCert(tls.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty()));
-                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-                let clock = Arc::new(HeaderClock::new(h2));
+                let clock = Arc::new(HeaderClock::new());
                 let service_clock = clock.clone();
                 let service = hyper::service::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(verified);
@@ -204,7 +211,7 @@ impl Bound {
                         r
                     }
                 });
-                let io = HeaderDeadline::new(tls, clock, header_timeout);
+                let io = HeaderDeadline::new(tls, clock, timeouts);
                 let conn = builder.serve_connection(TokioIo::new(io), service);
                 if let Err(e) = watcher.watch(conn.into_owned()).await {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -274,73 +281,170 @@ fn refuse(
     });
 }
 
+/// The deadlines [`HeaderDeadline`] enforces on one connection.
+#[derive(Clone, Copy, Debug)]
+struct Timeouts {
+    /// A request head must be complete this long after the connection's start or after
+    /// the first byte of an HTTP/1.1 request.
+    header: Duration,
+    /// An HTTP/2 connection with no request in flight is closed after this (hyper's
+    /// HTTP/2 server has no idle timeout of its own; HTTP/1.1 idling is bounded by hyper's
+    /// `header_read_timeout`, set to the same value).
+    idle: Duration,
+    /// A write that cannot make progress for this long (a client that does not read its
+    /// answers) ends the connection.
+    write: Duration,
+}
+
 /// When a connection must have sent a complete request head, shared by its IO
 /// ([`HeaderDeadline`]) and its service (which sees each parsed request).
 ///
 /// hyper's own `header_read_timeout` also runs while a keep-alive connection is idle, so
 /// it cannot be both the idle timeout (which must outlive kube-apiserver's 90 s) and a
-/// short header deadline. This clock arms at the connection's start and at the first
-/// byte of each later request, and disarms when the request head has been parsed.
+/// short header deadline. This clock arms at the connection's start and, on HTTP/1.1, at
+/// the first byte of each later request, and disarms when the request head has been
+/// parsed. The protocol is taken from the connection's first bytes (the HTTP/2 preface),
+/// as hyper-util's `auto::Builder` decides it, not from ALPN. On HTTP/2, where streams
+/// interleave and PINGs flow while idle, bytes never arm the clock: it guards the first
+/// request, then arms for the idle timeout whenever no stream is in flight.
 struct HeaderClock {
     origin: std::time::Instant,
     /// Nanoseconds after `origin` + 1 when the deadline was armed; 0 = disarmed.
     armed_at: std::sync::atomic::AtomicU64,
-    in_request: AtomicBool,
-    /// HTTP/2 multiplexes requests: the clock only guards the first one.
-    h2: bool,
+    /// Armed for the idle timeout (HTTP/2, no stream in flight) rather than the header one.
+    idle: AtomicBool,
+    in_flight: std::sync::atomic::AtomicUsize,
+    h2: AtomicBool,
 }
 
+/// The HTTP/2 connection preface's first line (RFC 9113 §3.4), enough to tell it apart.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
+
 impl HeaderClock {
-    fn new(h2: bool) -> HeaderClock {
+    fn new() -> HeaderClock {
         HeaderClock {
             origin: std::time::Instant::now(),
             armed_at: std::sync::atomic::AtomicU64::new(1),
-            in_request: AtomicBool::new(false),
-            h2,
+            idle: AtomicBool::new(false),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            h2: AtomicBool::new(false),
         }
     }
 
+    fn now(&self) -> u64 {
+        self.origin.elapsed().as_nanos().min(u64::MAX as u128 - 1) as u64 + 1
+    }
+
     fn request_started(&self) {
-        self.in_request.store(true, Ordering::Release);
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.armed_at.store(0, Ordering::Release);
     }
 
     fn request_finished(&self) {
-        if !self.h2 {
-            self.in_request.store(false, Ordering::Release);
+        let left = self.in_flight.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);
+        if left == 0 && self.h2.load(Ordering::Acquire) {
+            self.idle.store(true, Ordering::Release);
+            self.armed_at.store(self.now(), Ordering::Release);
         }
     }
 
-    /// Bytes arrived: a new request head starts unless one is being served.
+    /// Bytes arrived: on HTTP/1.1, a new request head starts unless one is being served.
     fn bytes_read(&self) {
-        if !self.in_request.load(Ordering::Acquire) && self.armed_at.load(Ordering::Acquire) == 0 {
-            let since = self.origin.elapsed().as_nanos().min(u64::MAX as u128 - 1) as u64 + 1;
-            let _ = self.armed_at.compare_exchange(0, since, Ordering::AcqRel, Ordering::Acquire);
+        if self.h2.load(Ordering::Acquire) {
+            return;
+        }
+        if self.in_flight.load(Ordering::Acquire) == 0 && self.armed_at.load(Ordering::Acquire) == 0 {
+            self.idle.store(false, Ordering::Release);
+            let _ = self.armed_at.compare_exchange(0, self.now(), Ordering::AcqRel, Ordering::Acquire);
         }
     }
 
-    fn deadline(&self, timeout: Duration) -> Option<tokio::time::Instant> {
+    fn deadline(&self, t: &Timeouts) -> Option<tokio::time::Instant> {
         match self.armed_at.load(Ordering::Acquire) {
             0 => None,
-            n => Some(tokio::time::Instant::from_std(self.origin + Duration::from_nanos(n - 1) + timeout)),
+            n => {
+                let after = if self.idle.load(Ordering::Acquire) { t.idle } else { t.header };
+                Some(tokio::time::Instant::from_std(self.origin + Duration::from_nanos(n - 1) + after))
+            }
         }
     }
 }
 
-/// The connection's IO with the header deadline of its [`HeaderClock`]: a read that is
-/// still waiting past the deadline fails with `TimedOut`, and hyper closes the connection.
+/// The connection's IO with the deadlines of its [`HeaderClock`] and a write deadline: a
+/// read still waiting past the clock's deadline, or a write that made no progress for
+/// [`Timeouts::write`], fails with `TimedOut`, and hyper closes the connection.
 struct HeaderDeadline<T> {
     inner: T,
     clock: Arc<HeaderClock>,
-    timeout: Duration,
+    timeouts: Timeouts,
     timer: Pin<Box<tokio::time::Sleep>>,
     timer_deadline: Option<tokio::time::Instant>,
+    /// The connection's first bytes, until they tell HTTP/2 from HTTP/1.1.
+    sniffed: Option<Vec<u8>>,
+    write_timer: Pin<Box<tokio::time::Sleep>>,
+    write_stalled: bool,
 }
 
 impl<T> HeaderDeadline<T> {
-    fn new(inner: T, clock: Arc<HeaderClock>, timeout: Duration) -> HeaderDeadline<T> {
+    fn new(inner: T, clock: Arc<HeaderClock>, timeouts: Timeouts) -> HeaderDeadline<T> {
         let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
-        HeaderDeadline { inner, clock, timeout, timer: Box::pin(tokio::time::sleep_until(far)), timer_deadline: None }
+        HeaderDeadline {
+            inner,
+            clock,
+            timeouts,
+            timer: Box::pin(tokio::time::sleep_until(far)),
+            timer_deadline: None,
+            sniffed: Some(Vec::with_capacity(H2_PREFACE.len())),
+            write_timer: Box::pin(tokio::time::sleep_until(far)),
+            write_stalled: false,
+        }
+    }
+
+    /// Watches the first bytes for the HTTP/2 preface.
+    fn sniff(&mut self, bytes: &[u8]) {
+        let Some(seen) = self.sniffed.as_mut() else {
+            return;
+        };
+        let take = (H2_PREFACE.len() - seen.len()).min(bytes.len());
+        seen.extend_from_slice(&bytes[..take]);
+        if !H2_PREFACE.starts_with(seen) {
+            self.sniffed = None;
+        } else if seen.len() == H2_PREFACE.len() {
+            self.clock.h2.store(true, Ordering::Release);
+            self.sniffed = None;
+        }
+    }
+
+    /// A write returned `Pending`: start (or check) the write deadline.
+    fn write_pending(&mut self, cx: &mut std::task::Context<'_>) -> std::io::Result<()> {
+        if !self.write_stalled {
+            self.write_stalled = true;
+            self.write_timer.as_mut().reset(tokio::time::Instant::now() + self.timeouts.write);
+        }
+        if self.write_timer.as_mut().poll(cx).is_ready() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client did not read the answer in time",
+            ));
+        }
+        Ok(())
+    }
+
+    fn watch_write<R>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        polled: std::task::Poll<std::io::Result<R>>,
+    ) -> std::task::Poll<std::io::Result<R>> {
+        match polled {
+            std::task::Poll::Pending => match self.write_pending(cx) {
+                Ok(()) => std::task::Poll::Pending,
+                Err(e) => std::task::Poll::Ready(Err(e)),
+            },
+            ready => {
+                self.write_stalled = false;
+                ready
+            }
+        }
     }
 }
 
@@ -355,12 +459,15 @@ impl<T: AsyncRead + Unpin> AsyncRead for HeaderDeadline<T> {
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             std::task::Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
+                    if this.sniffed.is_some() {
+                        this.sniff(&buf.filled()[before..]);
+                    }
                     this.clock.bytes_read();
                 }
                 std::task::Poll::Ready(Ok(()))
             }
             std::task::Poll::Pending => {
-                if let Some(deadline) = this.clock.deadline(this.timeout) {
+                if let Some(deadline) = this.clock.deadline(&this.timeouts) {
                     if this.timer_deadline != Some(deadline) {
                         this.timer.as_mut().reset(deadline);
                         this.timer_deadline = Some(deadline);
@@ -385,18 +492,21 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for HeaderDeadline<T> {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch_write(cx, polled)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch_write(cx, polled)
     }
 
     fn poll_shutdown(
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let polled = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.watch_write(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -404,7 +514,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for HeaderDeadline<T> {
         cx: &mut std::task::Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch_write(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
