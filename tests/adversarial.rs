@@ -28,24 +28,6 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 const CREATE: &str = "deploy-web-create-csa-dev.json";
-const SCALE: &str = "validating/deploy-platform-agent-scale-dev-flux-owned-replicas.validating.json";
-const PARENT: &str = "validating/deploy-platform-agent-update-ssa-flux-impersonating-tenant-sa.validating.json";
-const PLATFORM: &str = r#"
-apiVersion: hallmark.dev/v1alpha1
-kind: OwnershipPolicy
-metadata:
-  name: platform
-spec:
-  owner:
-    name: platform-config
-    repository: https://git.example.com/sre/cluster-config
-    reconcilers:
-      users: ["system:serviceaccount:flux-system:kustomize-controller"]
-      fieldManagers: ["kustomize-controller"]
-  managedFields: deny
-  breakGlass:
-    groups: ["sre-oncall"]
-"#;
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -173,7 +155,8 @@ async fn get_parent(
 ) -> axum::response::Response {
     api.reads.fetch_add(1, Ordering::SeqCst);
     tokio::time::sleep(api.delay).await;
-    let metadata = api.metadata.clone().unwrap_or_else(|| fixture(PARENT)["request"]["oldObject"]["metadata"].clone());
+    let metadata =
+        api.metadata.clone().unwrap_or_else(|| fixture(SCALE_PARENT)["request"]["oldObject"]["metadata"].clone());
     axum::Json(json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": metadata}))
         .into_response()
 }
@@ -194,7 +177,8 @@ async fn fake_api(api: FakeApi) -> (kube::Client, tokio::task::JoinHandle<()>) {
 
 async fn scale_server(api: FakeApi, timeout: Duration) -> (TestServer, tokio::task::JoinHandle<()>) {
     let (client, task) = fake_api(api).await;
-    let policies = PolicySet { policies: parse_documents(PLATFORM, "policy.yaml").expect("valid policy") };
+    let policies =
+        PolicySet { policies: parse_documents(PLATFORM_MANAGED_FIELDS_DENY, "policy.yaml").expect("valid policy") };
     let server = TestServer::start_with(Settings::default(), policies, ServeOptions::default()).await;
     server.state.set_parent_lookup(ParentLookup::new(client, timeout));
     (server, task)
@@ -591,7 +575,7 @@ async fn a_hanging_parent_read_is_bounded_and_blocks_no_other_stream() {
         let mut c = ApiserverClient::connect_h2(server.addr, &server.ca_pem).await;
         tokio::spawn(async move {
             let t = Instant::now();
-            let r = c.post("/validate", fixture_bytes(SCALE)).await;
+            let r = c.post("/validate", fixture_bytes(SCALE_VALIDATING)).await;
             (r.response(), t.elapsed())
         })
     };
@@ -638,7 +622,7 @@ async fn hanging_parent_reads_on_one_h2_connection_do_not_block_its_other_stream
         }
     };
     let started = Instant::now();
-    let hanging: Vec<_> = (0..5).map(|_| tokio::spawn(post("/validate", fixture_bytes(SCALE)))).collect();
+    let hanging: Vec<_> = (0..5).map(|_| tokio::spawn(post("/validate", fixture_bytes(SCALE_VALIDATING)))).collect();
     tokio::time::sleep(Duration::from_millis(100)).await;
     for _ in 0..5 {
         let t = Instant::now();
@@ -657,7 +641,7 @@ async fn hanging_parent_reads_on_one_h2_connection_do_not_block_its_other_stream
 }
 
 fn scale_review(edit: impl FnOnce(&mut Value)) -> Vec<u8> {
-    let mut r = fixture(SCALE);
+    let mut r = fixture(SCALE_VALIDATING);
     edit(&mut r);
     body(&r)
 }
@@ -707,7 +691,7 @@ async fn scale_reviews_with_odd_shapes_are_answered_precisely() {
 
 #[tokio::test]
 async fn a_parent_with_malformed_managed_fields_is_answered_not_dropped() {
-    let base = fixture(PARENT)["request"]["oldObject"]["metadata"].clone();
+    let base = fixture(SCALE_PARENT)["request"]["oldObject"]["metadata"].clone();
     let variants = [
         json!("not a list"),
         json!([1, "x", null]),
@@ -722,14 +706,14 @@ async fn a_parent_with_malformed_managed_fields_is_answered_not_dropped() {
         let (api, reads) = api(Duration::ZERO, Some(meta));
         let (server, task) = scale_server(api, Duration::from_secs(2)).await;
         let mut c = server.client().await;
-        let reply = c.post("/validate", fixture_bytes(SCALE)).await;
+        let reply = c.post("/validate", fixture_bytes(SCALE_VALIDATING)).await;
         assert_eq!(reply.status, 200, "{mf}: {}", reply.text());
         let response = reply.response();
-        assert_eq!(response["uid"], fixture(SCALE)["request"]["uid"], "{mf}");
+        assert_eq!(response["uid"], fixture(SCALE_VALIDATING)["request"]["uid"], "{mf}");
         assert!(response.get("allowed").is_some(), "{mf}: {response}");
         assert_eq!(reads.load(Ordering::SeqCst), 1, "{mf}");
         // The connection survives.
-        assert_eq!(c.post("/validate", fixture_bytes(SCALE)).await.status, 200, "{mf}");
+        assert_eq!(c.post("/validate", fixture_bytes(SCALE_VALIDATING)).await.status, 200, "{mf}");
         server.stop().await;
         task.abort();
     }
@@ -737,13 +721,13 @@ async fn a_parent_with_malformed_managed_fields_is_answered_not_dropped() {
 
 #[tokio::test]
 async fn parent_metadata_with_a_non_object_labels_or_annotations_is_judged() {
-    let mut meta = fixture(PARENT)["request"]["oldObject"]["metadata"].clone();
+    let mut meta = fixture(SCALE_PARENT)["request"]["oldObject"]["metadata"].clone();
     meta["labels"] = json!(null);
     meta["annotations"] = json!({});
     let (api, _) = api(Duration::ZERO, Some(meta));
     let (server, task) = scale_server(api, Duration::from_secs(2)).await;
     let mut c = server.client().await;
-    let response = c.post("/validate", fixture_bytes(SCALE)).await.response();
+    let response = c.post("/validate", fixture_bytes(SCALE_VALIDATING)).await.response();
     assert_eq!(response["allowed"], false, "still owned by Flux: {response}");
     server.stop().await;
     task.abort();
@@ -985,7 +969,8 @@ async fn a_scale_review_name_cannot_steer_the_parent_read_to_another_api_path() 
     });
     let client =
         kube::Client::try_from(kube::Config::new(format!("http://{addr}").parse().expect("uri"))).expect("client");
-    let policies = PolicySet { policies: parse_documents(PLATFORM, "policy.yaml").expect("valid policy") };
+    let policies =
+        PolicySet { policies: parse_documents(PLATFORM_MANAGED_FIELDS_DENY, "policy.yaml").expect("valid policy") };
     let server = TestServer::start_with(Settings::default(), policies, ServeOptions::default()).await;
     server.state.set_parent_lookup(ParentLookup::new(client, Duration::from_secs(2)));
     let mut c = server.client().await;

@@ -19,28 +19,6 @@ use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const SCALE: &str = "validating/deploy-platform-agent-scale-dev-flux-owned-replicas.validating.json";
-/// The stored Deployment around the scale write (kustomize-controller owns spec.replicas;
-/// Flux labels), as the validating webhook saw it as `oldObject` of the next write.
-const PARENT: &str = "validating/deploy-platform-agent-update-ssa-flux-impersonating-tenant-sa.validating.json";
-
-const PLATFORM: &str = r#"
-apiVersion: hallmark.dev/v1alpha1
-kind: OwnershipPolicy
-metadata:
-  name: platform
-spec:
-  owner:
-    name: platform-config
-    repository: https://git.example.com/sre/cluster-config
-    reconcilers:
-      users: ["system:serviceaccount:flux-system:kustomize-controller"]
-      fieldManagers: ["kustomize-controller"]
-  managedFields: deny
-  breakGlass:
-    groups: ["sre-oncall"]
-"#;
-
 fn label_policy(app: &str) -> String {
     format!(
         r#"
@@ -89,7 +67,7 @@ async fn get_deployment(
             "reason": "Forbidden", "message": format!("deployments.apps \"{name}\" is forbidden: User \"system:serviceaccount:hallmark-system:hallmark\" cannot get resource \"deployments\"")});
         return (api.status, axum::Json(status)).into_response();
     }
-    let stored = fixture(PARENT)["request"]["oldObject"].clone();
+    let stored = fixture(SCALE_PARENT)["request"]["oldObject"].clone();
     axum::Json(json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": stored["metadata"]}))
         .into_response()
 }
@@ -125,11 +103,11 @@ fn as_user(mut review: Value, username: &str, groups: &[&str]) -> Value {
 #[tokio::test]
 async fn a_developers_scale_of_git_owned_replicas_is_denied_with_the_usual_message() {
     let (client, seen, api_task) = api(StatusCode::OK, Duration::ZERO).await;
-    let server = server(PLATFORM, Some(client), Duration::from_secs(2)).await;
+    let server = server(PLATFORM_MANAGED_FIELDS_DENY, Some(client), Duration::from_secs(2)).await;
     let mut c = server.client().await;
-    let review = fixture(SCALE);
+    let review = fixture(SCALE_VALIDATING);
     assert!(review["request"]["oldObject"]["metadata"].get("managedFields").is_none(), "the validating view");
-    let reply = c.post("/validate", fixture_bytes(SCALE)).await;
+    let reply = c.post("/validate", fixture_bytes(SCALE_VALIDATING)).await;
     let response = reply.response();
     assert_eq!(response["uid"], review["request"]["uid"]);
     assert_eq!(response["allowed"], false, "{response}");
@@ -150,9 +128,9 @@ async fn a_developers_scale_of_git_owned_replicas_is_denied_with_the_usual_messa
 #[tokio::test]
 async fn an_on_call_sres_scale_is_allowed_and_audited_as_break_glass() {
     let (client, _seen, api_task) = api(StatusCode::OK, Duration::ZERO).await;
-    let server = server(PLATFORM, Some(client), Duration::from_secs(2)).await;
+    let server = server(PLATFORM_MANAGED_FIELDS_DENY, Some(client), Duration::from_secs(2)).await;
     let mut c = server.client().await;
-    let review = as_user(fixture(SCALE), "sre-alice", &["sre-oncall", "system:authenticated"]);
+    let review = as_user(fixture(SCALE_VALIDATING), "sre-alice", &["sre-oncall", "system:authenticated"]);
     let response = c.post("/validate", body(&review)).await.response();
     assert_eq!(response["allowed"], true, "{response}");
     let warnings = warnings_of(&response);
@@ -175,7 +153,7 @@ async fn a_label_rule_matches_scale_writes_only_for_labelled_parents() {
         let (client, _seen, api_task) = api(StatusCode::OK, Duration::ZERO).await;
         let server = server(&label_policy(app), Some(client), Duration::from_secs(2)).await;
         let mut c = server.client().await;
-        let response = c.post("/validate", fixture_bytes(SCALE)).await.response();
+        let response = c.post("/validate", fixture_bytes(SCALE_VALIDATING)).await.response();
         assert_eq!(response["allowed"], !denied, "app={app}: {response}");
         if denied {
             assert_eq!(
@@ -193,14 +171,14 @@ async fn a_label_rule_matches_scale_writes_only_for_labelled_parents() {
 #[tokio::test]
 async fn system_writers_and_reconcilers_scale_without_a_read() {
     let (client, seen, api_task) = api(StatusCode::OK, Duration::ZERO).await;
-    let server = server(PLATFORM, Some(client), Duration::from_secs(2)).await;
+    let server = server(PLATFORM_MANAGED_FIELDS_DENY, Some(client), Duration::from_secs(2)).await;
     let mut c = server.client().await;
     for (user, groups) in [
         ("system:serviceaccount:kube-system:horizontal-pod-autoscaler", vec!["system:serviceaccounts"]),
         ("system:kube-controller-manager", vec![]),
         ("system:serviceaccount:flux-system:kustomize-controller", vec!["system:serviceaccounts"]),
     ] {
-        let response = c.post("/validate", body(&as_user(fixture(SCALE), user, &groups))).await.response();
+        let response = c.post("/validate", body(&as_user(fixture(SCALE_VALIDATING), user, &groups))).await.response();
         assert_eq!(response["allowed"], true, "{user}: {response}");
         assert!(response.get("warnings").is_none(), "{user}: {response}");
     }
@@ -228,9 +206,9 @@ async fn a_parent_that_cannot_be_read_is_answered_as_on_error_says() {
             }
             None => (None, None),
         };
-        let server = server(PLATFORM, client, Duration::from_millis(200)).await;
+        let server = server(PLATFORM_MANAGED_FIELDS_DENY, client, Duration::from_millis(200)).await;
         let mut c = server.client().await;
-        let response = c.post("/validate", fixture_bytes(SCALE)).await.response();
+        let response = c.post("/validate", fixture_bytes(SCALE_VALIDATING)).await.response();
         assert_eq!(response["allowed"], true, "{response}");
         let warnings = warnings_of(&response);
         assert_eq!(warnings.len(), 1, "{warnings:?}");
@@ -249,7 +227,7 @@ async fn a_parent_that_cannot_be_read_is_answered_as_on_error_says() {
 async fn the_mutating_view_of_a_scale_needs_no_read_for_managed_fields() {
     // A mutating webhook's Scale carries the translated managedFields: judged as it is.
     let (client, seen, api_task) = api(StatusCode::OK, Duration::ZERO).await;
-    let server = server(PLATFORM, Some(client), Duration::from_secs(2)).await;
+    let server = server(PLATFORM_MANAGED_FIELDS_DENY, Some(client), Duration::from_secs(2)).await;
     let mut c = server.client().await;
     let name = "validating/deploy-platform-agent-scale-dev-flux-owned-replicas.mutating.json";
     let response = c.post("/validate", fixture_bytes(name)).await.response();

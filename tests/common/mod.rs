@@ -43,6 +43,33 @@ pub fn fixture(name: &str) -> Value {
     serde_json::from_slice(&fixture_bytes(name)).expect("fixture is JSON")
 }
 
+/// The captured `kubectl scale` of Flux-owned replicas as a *validating* webhook receives
+/// it (a Scale without managedFields, labels or annotations).
+pub const SCALE_VALIDATING: &str = "validating/deploy-platform-agent-scale-dev-flux-owned-replicas.validating.json";
+/// The stored Deployment around that scale write (kustomize-controller owns spec.replicas;
+/// Flux labels), as the validating webhook saw it as `oldObject` of the next write.
+pub const SCALE_PARENT: &str =
+    "validating/deploy-platform-agent-update-ssa-flux-impersonating-tenant-sa.validating.json";
+
+/// A policy that gives every field Flux applied (managedFields: deny) to platform-config,
+/// with the on-call SREs as break-glass.
+pub const PLATFORM_MANAGED_FIELDS_DENY: &str = r#"
+apiVersion: hallmark.dev/v1alpha1
+kind: OwnershipPolicy
+metadata:
+  name: platform
+spec:
+  owner:
+    name: platform-config
+    repository: https://git.example.com/sre/cluster-config
+    reconcilers:
+      users: ["system:serviceaccount:flux-system:kustomize-controller"]
+      fieldManagers: ["kustomize-controller"]
+  managedFields: deny
+  breakGlass:
+    groups: ["sre-oncall"]
+"#;
+
 pub struct TestServer {
     pub addr: SocketAddr,
     pub metrics_addr: SocketAddr,
