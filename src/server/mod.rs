@@ -307,7 +307,14 @@ fn answer(state: &AppState, endpoint: Endpoint, body: &[u8]) -> Step {
             return Step::Done(plain(StatusCode::BAD_REQUEST, &one_line(&e.to_string())));
         }
     };
-    if endpoint == Endpoint::Validate && state.engine.scale_needs_parent(&review.request, &state.policies.load()) {
+    // Like the decision itself (see `finish`), a panic here must not drop the connection:
+    // it reads as "no parent needed", and the decision's own guard answers.
+    let needs_parent = endpoint == Endpoint::Validate
+        && std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            state.engine.scale_needs_parent(&review.request, &state.policies.load())
+        }))
+        .unwrap_or(false);
+    if needs_parent {
         return Step::NeedsParent(Box::new(review), started);
     }
     Step::Done(finish(state, endpoint, &review, started, None))
@@ -326,8 +333,14 @@ fn finish(
     let with_parent;
     let req = match (&parent, &review.request.old_object) {
         (Some(Ok(meta)), Some(old)) => {
+            let rebuilt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                crate::ownership::managed::scale_with_parent(old, meta)
+            }));
             let mut r = review.request.clone();
-            r.old_object = Some(crate::ownership::managed::scale_with_parent(old, meta));
+            // A panic while rebuilding leaves the bare Scale (judged fail-closed for labels).
+            if let Ok(view) = rebuilt {
+                r.old_object = Some(view);
+            }
             with_parent = r;
             &with_parent
         }
