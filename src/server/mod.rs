@@ -330,19 +330,27 @@ fn finish(
     parent: Option<Result<serde_json::Value, String>>,
 ) -> Response {
     let policies = state.policies.load();
+    let mut parent = parent;
     let with_parent;
     let req = match (&parent, &review.request.old_object) {
         (Some(Ok(meta)), Some(old)) => {
             let rebuilt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 crate::ownership::managed::scale_with_parent(old, meta)
             }));
-            let mut r = review.request.clone();
-            // A panic while rebuilding leaves the bare Scale (judged fail-closed for labels).
-            if let Ok(view) = rebuilt {
-                r.old_object = Some(view);
+            match rebuilt {
+                Ok(view) => {
+                    let mut r = review.request.clone();
+                    r.old_object = Some(view);
+                    with_parent = r;
+                    &with_parent
+                }
+                // Unevaluable, as --on-error says (never judged on the bare Scale, which
+                // would miss the parent's owners).
+                Err(_) => {
+                    parent = Some(Err("internal error while reading the parent".to_owned()));
+                    &review.request
+                }
             }
-            with_parent = r;
-            &with_parent
         }
         _ => &review.request,
     };
