@@ -250,7 +250,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::WebhookConfig(args) => webhook_config(args),
         Command::Crd => match crate::policy::crd_yaml() {
             Ok(y) => {
-                print!("{y}");
+                write_stdout(&y);
                 0
             }
             Err(e) => {
@@ -443,7 +443,7 @@ fn webhook_config(args: WebhookConfigArgs) -> i32 {
     }
     match crate::webhook_config::yaml(&target, &policies, args.only) {
         Ok(y) => {
-            print!("{y}");
+            write_stdout(&y);
             0
         }
         Err(e) => {
@@ -599,6 +599,7 @@ fn check(args: CheckArgs) -> i32 {
 }
 
 fn print_check(req: &AdmissionRequest, api_version: &str, mutation: &Answer, validation: &Answer, json: bool) {
+    use std::fmt::Write as _;
     let patch: Option<Value> = mutation.patch.as_ref().and_then(|p| serde_json::from_slice(p).ok());
     let mut warnings: Vec<&String> = mutation.warnings.iter().chain(validation.warnings.iter()).collect();
     warnings.dedup();
@@ -613,18 +614,30 @@ fn print_check(req: &AdmissionRequest, api_version: &str, mutation: &Answer, val
             "patch": patch,
             "auditAnnotations": validation.audit_annotations,
         });
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        write_stdout(&format!("{}\n", serde_json::to_string_pretty(&out).unwrap_or_default()));
         return;
     }
-    println!("{} {}", format!("{:?}", req.operation).to_uppercase(), crate::review::describe(req));
-    match &validation.denial {
-        Some(d) => println!("denied: {}", d.message),
-        None => println!("allowed"),
-    }
+    // Writing into a String cannot fail.
+    let mut text = String::new();
+    let _ = writeln!(text, "{} {}", format!("{:?}", req.operation).to_uppercase(), crate::review::describe(req));
+    let _ = match &validation.denial {
+        Some(d) => writeln!(text, "denied: {}", d.message),
+        None => writeln!(text, "allowed"),
+    };
     for w in warnings {
-        println!("warning: {w}");
+        let _ = writeln!(text, "warning: {w}");
     }
     if let Some(p) = patch {
-        println!("patch: {}", serde_json::to_string(&p).unwrap_or_default());
+        let _ = writeln!(text, "patch: {}", serde_json::to_string(&p).unwrap_or_default());
     }
+    write_stdout(&text);
+}
+
+/// Writes a command's output to stdout. A reader that went away (`| head -1`: a broken
+/// pipe) is not an error of the command: the rest is dropped quietly, where `print!`
+/// would panic.
+pub fn write_stdout(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }

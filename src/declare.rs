@@ -379,7 +379,9 @@ pub fn declare(
     let mut dropped_comments = false;
     for input in inputs {
         all_json &= matches!(input.text.trim_start().chars().next(), Some('{' | '['));
-        dropped_comments |= input.text.lines().any(|l| l.trim_start().starts_with('#'));
+        // A full-line comment, or an inline one after a space (a `#` inside a quoted value
+        // also counts: the note is only a note).
+        dropped_comments |= input.text.lines().any(|l| l.trim_start().starts_with('#') || l.contains(" #"));
         for (i, doc) in serde_yaml::Deserializer::from_str(&input.text).enumerate() {
             let err = |item: String, message: String| DeclareError::Document {
                 input: input.source.clone(),

@@ -167,3 +167,12 @@ fn an_empty_input_or_a_missing_file_is_an_error_that_writes_nothing() {
     assert!(r.stderr.starts_with("error: /nonexistent/app.yaml:"), "{}", r.stderr);
     assert!(r.stdout.is_empty());
 }
+
+#[test]
+fn an_inline_comment_is_noted_as_dropped_too() {
+    let input = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a   # the app's settings\ndata: {k: v}\n";
+    let r = hallmark(&["declare", "--commit", "abc123"], &[], input);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("comments in the input are not kept"), "{}", r.stderr);
+    assert!(!r.stdout.contains('#'), "{}", r.stdout);
+}
