@@ -238,24 +238,6 @@ where
     panic!("timed out waiting for {what}");
 }
 
-async fn metrics_text(addr: SocketAddr) -> String {
-    use http_body_util::BodyExt;
-    let Ok(stream) = tokio::net::TcpStream::connect(addr).await else { return String::new() };
-    let Ok((mut send, conn)) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await else {
-        return String::new();
-    };
-    tokio::spawn(conn);
-    let req = hyper::Request::get("/metrics")
-        .header("host", "localhost")
-        .body(http_body_util::Full::new(bytes::Bytes::new()))
-        .expect("req");
-    match send.send_request(req).await {
-        Ok(r) => String::from_utf8_lossy(&r.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default())
-            .into_owned(),
-        Err(_) => String::new(),
-    }
-}
-
 /// The sample names a scrape exports, from its `# TYPE` lines: a counter `x` is exported
 /// as `x_total`, a histogram as `x_bucket`, `x_sum` and `x_count`, a gauge as `x`.
 fn exported_names(scrape: &str) -> BTreeSet<String> {

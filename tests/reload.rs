@@ -123,24 +123,6 @@ async fn broken_new_certificate_is_refused_and_the_old_one_stays() {
     assert!(try_connect(p.addr, &ca).await, "the old certificate is still served");
 }
 
-async fn metrics_text(addr: std::net::SocketAddr) -> String {
-    use http_body_util::BodyExt;
-    let Ok(stream) = tokio::net::TcpStream::connect(addr).await else { return String::new() };
-    let Ok((mut send, conn)) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await else {
-        return String::new();
-    };
-    tokio::spawn(conn);
-    let req = hyper::Request::get("/metrics")
-        .header("host", "localhost")
-        .body(http_body_util::Full::new(bytes::Bytes::new()))
-        .expect("req");
-    match send.send_request(req).await {
-        Ok(r) => String::from_utf8_lossy(&r.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default())
-            .into_owned(),
-        Err(_) => String::new(),
-    }
-}
-
 async fn cpu_verdict(addr: std::net::SocketAddr, ca: &str) -> bool {
     let mut c = ApiserverClient::connect(addr, ca).await;
     let r = c.post("/validate", fixture_bytes("deploy-platform-agent-update-patch-cpu-dev-flux-owned.json")).await;

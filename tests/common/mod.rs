@@ -127,13 +127,25 @@ impl TestServer {
     }
 
     pub async fn metrics(&self) -> String {
-        let stream = TcpStream::connect(self.metrics_addr).await.expect("metrics connect");
-        let (mut send, conn) = http1::handshake(TokioIo::new(stream)).await.expect("handshake");
-        tokio::spawn(conn);
-        let req = Request::get("/metrics").header("host", "localhost").body(Full::new(Bytes::new())).expect("req");
-        let resp = send.send_request(req).await.expect("metrics");
-        let body = resp.into_body().collect().await.expect("body").to_bytes();
-        String::from_utf8_lossy(&body).into_owned()
+        let text = metrics_text(self.metrics_addr).await;
+        assert!(!text.is_empty(), "the metrics endpoint answered");
+        text
+    }
+}
+
+/// A scrape of `GET /metrics` at `addr` (plain HTTP); empty when nothing answers there
+/// (yet), so that tests can poll a starting or restarting process.
+pub async fn metrics_text(addr: SocketAddr) -> String {
+    let Ok(stream) = TcpStream::connect(addr).await else { return String::new() };
+    let Ok((mut send, conn)) = http1::handshake(TokioIo::new(stream)).await else {
+        return String::new();
+    };
+    tokio::spawn(conn);
+    let req = Request::get("/metrics").header("host", "localhost").body(Full::new(Bytes::new())).expect("req");
+    match send.send_request(req).await {
+        Ok(r) => String::from_utf8_lossy(&r.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default())
+            .into_owned(),
+        Err(_) => String::new(),
     }
 }
 
