@@ -157,6 +157,18 @@ pub enum Operation {
     Connect,
 }
 
+impl Operation {
+    /// `request.operation` as kube-apiserver writes it (`CREATE`, `UPDATE`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Create => "CREATE",
+            Operation::Update => "UPDATE",
+            Operation::Delete => "DELETE",
+            Operation::Connect => "CONNECT",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 pub struct UserInfo {
     #[serde(default)]

@@ -619,7 +619,7 @@ fn print_check(req: &AdmissionRequest, api_version: &str, mutation: &Answer, val
     }
     // Writing into a String cannot fail.
     let mut text = String::new();
-    let _ = writeln!(text, "{} {}", format!("{:?}", req.operation).to_uppercase(), crate::review::describe(req));
+    let _ = writeln!(text, "{} {}", req.operation.as_str(), crate::review::describe(req));
     let _ = match &validation.denial {
         Some(d) => writeln!(text, "denied: {}", d.message),
         None => writeln!(text, "allowed"),

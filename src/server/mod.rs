@@ -405,7 +405,7 @@ fn record(
             endpoint = name,
             object = %describe(req),
             user = %req.user_info.username,
-            operation = operation_name(req.operation),
+            operation = req.operation.as_str(),
             "system writer: allowed, not stamped"
         );
         return;
@@ -429,7 +429,7 @@ fn record(
                 kind = %req.kind.kind,
                 namespace = req.namespace().unwrap_or(""),
                 name = object_name(req),
-                operation = operation_name(req.operation),
+                operation = req.operation.as_str(),
                 subresource = req.subresource().unwrap_or(""),
                 user = %req.user_info.username,
                 fields = %d.involved.paths_text(),
@@ -446,16 +446,5 @@ fn record(
         decision!(warn);
     } else {
         decision!(info);
-    }
-}
-
-/// `request.operation` as kube-apiserver writes it.
-fn operation_name(op: crate::admission::Operation) -> &'static str {
-    use crate::admission::Operation;
-    match op {
-        Operation::Create => "CREATE",
-        Operation::Update => "UPDATE",
-        Operation::Delete => "DELETE",
-        Operation::Connect => "CONNECT",
     }
 }
