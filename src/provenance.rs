@@ -161,6 +161,9 @@ pub struct StampResult {
     /// write: nothing, unless it tried to alter the stamp, then only `restored` (the
     /// hallmark keys put back, comma-separated). Paths name fields, never values.
     pub audit: BTreeMap<String, String>,
+    /// A no-op write's patch puts these hallmark keys back (full annotation keys, in key
+    /// order); empty otherwise.
+    pub restored: Vec<String>,
 }
 
 /// Why a request could not be stamped (it is then allowed without a patch).
@@ -386,7 +389,7 @@ impl Stamper {
 
         let ops = self.ops_for(current, &desired);
         let audit = audit_annotations(channel, trust, &git, old.is_some().then_some(changes));
-        Ok(StampResult { ops, warnings, noop: false, audit })
+        Ok(StampResult { ops, warnings, noop: false, audit, restored: Vec::new() })
     }
 
     /// The patch that makes hallmark's keys in `current` exactly `desired` (others removed),
@@ -424,10 +427,13 @@ impl Stamper {
         }
         let ops = self.ops_for(current, &desired);
         let mut audit = BTreeMap::new();
-        if !ops.is_empty() && !restored.is_empty() {
+        if ops.is_empty() {
+            restored.clear();
+        } else if !restored.is_empty() {
             audit.insert("restored".to_owned(), restored.join(","));
         }
-        StampResult { ops, warnings, noop: true, audit }
+        let restored = restored.into_iter().map(str::to_owned).collect();
+        StampResult { ops, warnings, noop: true, audit, restored }
     }
 
     fn ops_for(&self, current: Option<&Map<String, Value>>, desired: &[(&str, String)]) -> Vec<PatchOperation> {

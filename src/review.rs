@@ -66,11 +66,7 @@ impl Involved {
     fn of<'a>(findings: impl Iterator<Item = &'a Finding>) -> Involved {
         let mut out = Involved::default();
         for f in findings {
-            if out.paths.len() < MAX_INVOLVED_PATHS {
-                out.paths.push(f.path.clone());
-            } else {
-                out.more += 1;
-            }
+            out.push(f.path.clone());
             if let Err(at) = out.policies.binary_search(&f.policy) {
                 out.policies.insert(at, f.policy.clone());
             }
@@ -80,8 +76,12 @@ impl Involved {
 
     /// Adds a path, or counts it once [`MAX_INVOLVED_PATHS`] are kept.
     fn push_path(&mut self, path: FieldPath) {
+        self.push(path.to_string());
+    }
+
+    fn push(&mut self, path: String) {
         if self.paths.len() < MAX_INVOLVED_PATHS {
-            self.paths.push(path.to_string());
+            self.paths.push(path);
         } else {
             self.more += 1;
         }
@@ -265,7 +265,9 @@ impl Engine {
                 }
                 let mut decision = Decision::new(answer, outcome);
                 if outcome == "restored" {
-                    decision.involved = restored_fields(&stamp.ops);
+                    for key in &stamp.restored {
+                        decision.involved.push_path(annotation_path(key));
+                    }
                 } else if !decision.answer.warnings.is_empty() {
                     decision.involved = self.supplied_annotations(req, object);
                 }
@@ -282,18 +284,12 @@ impl Engine {
     /// hallmark's annotations that a write set, changed or removed itself (what the stamp's
     /// warnings are about: forged or untrusted provenance), as field paths.
     fn supplied_annotations(&self, req: &AdmissionRequest, object: &Value) -> Involved {
-        fn annotations(o: Option<&Value>) -> Option<&serde_json::Map<String, Value>> {
-            o?.pointer("/metadata/annotations")?.as_object()
-        }
-        let (now, before) = (annotations(Some(object)), annotations(req.old_object.as_ref()));
+        use crate::provenance::annotations;
+        let (now, before) = (annotations(object), req.old_object.as_ref().and_then(annotations));
         let mut out = Involved::default();
         for key in self.stamper.keys.all() {
             if now.and_then(|m| m.get(key)) != before.and_then(|m| m.get(key)) {
-                out.push_path(FieldPath(vec![
-                    Segment::Field("metadata".into()),
-                    Segment::Field("annotations".into()),
-                    Segment::Field(key.into()),
-                ]));
+                out.push_path(annotation_path(key));
             }
         }
         out
@@ -390,24 +386,9 @@ pub fn answer_for(verdict: &Verdict, username: &str) -> Decision {
     decision
 }
 
-/// The annotations a `restored` stamp's patch touches, as field paths
-/// (`metadata.annotations["hallmark.dev/applied-by"]`). A patch that adds the whole
-/// annotations map names each of its keys.
-fn restored_fields(ops: &[json_patch::PatchOperation]) -> Involved {
-    let mut out = Involved::default();
-    let mut push = |tokens: Vec<String>| out.push_path(FieldPath(tokens.into_iter().map(Segment::Field).collect()));
-    for op in ops {
-        let tokens: Vec<String> = op.path().tokens().map(|t| t.decoded().into_owned()).collect();
-        match op {
-            json_patch::PatchOperation::Add(add) if tokens == ["metadata", "annotations"] => {
-                for key in add.value.as_object().into_iter().flat_map(|m| m.keys()) {
-                    push(vec!["metadata".to_owned(), "annotations".to_owned(), key.clone()]);
-                }
-            }
-            _ => push(tokens),
-        }
-    }
-    out
+/// `metadata.annotations["KEY"]`, the field path of one annotation.
+fn annotation_path(key: &str) -> FieldPath {
+    FieldPath(vec![Segment::Field("metadata".into()), Segment::Field("annotations".into()), Segment::Field(key.into())])
 }
 
 /// The object a decision is about, for logs: kind, namespace, name — never content.
