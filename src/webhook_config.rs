@@ -53,7 +53,7 @@
 //! without `object`. Break-glass writers need no case of their own: they only get warnings
 //! where the condition already sends.
 
-use crate::policy::{CompiledPolicy, CompiledRule, Enforcement, PolicySet};
+use crate::policy::{CompiledPolicy, CompiledRule, Enforcement, PolicySet, is_glob};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
     MatchCondition, MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference,
@@ -162,18 +162,7 @@ pub fn system_writer_conditions_for(users: &[String], groups: &[String]) -> Vec<
     if default {
         return system_writer_conditions();
     }
-    let user = match any_of("request.userInfo.username", users, false) {
-        B::F => B::F,
-        test => B::and(vec![B::atom("has(request.userInfo.username)"), test]),
-    };
-    let group = match any_of("g", groups, false) {
-        B::F => B::F,
-        test => B::and(vec![
-            B::atom("has(request.userInfo.groups)"),
-            B::atom(format!("request.userInfo.groups.exists(g, {})", test.render(Prec::Or))),
-        ]),
-    };
-    match B::or(vec![user, group]) {
+    match writer_in(users, groups) {
         B::F => Vec::new(),
         writer => vec![condition("not-a-system-writer", &B::not(writer).render(Prec::Or))],
     }
@@ -261,18 +250,7 @@ impl Identity {
 
     /// True when the writer is one of these reconcilers (`verdict::is_reconciler`).
     fn expr(&self) -> B {
-        let user = match any_of("request.userInfo.username", &self.users, false) {
-            B::F => B::F,
-            test => B::and(vec![B::atom("has(request.userInfo.username)"), test]),
-        };
-        let group = match any_of("g", &self.groups, false) {
-            B::F => B::F,
-            test => B::and(vec![
-                B::atom("has(request.userInfo.groups)"),
-                B::atom(format!("request.userInfo.groups.exists(g, {})", test.render(Prec::Or))),
-            ]),
-        };
-        let subjects = B::or(vec![user, group]);
+        let subjects = writer_in(&self.users, &self.groups);
         if self.require_pod_token { B::and(vec![subjects, pod_token()]) } else { subjects }
     }
 }
@@ -378,6 +356,24 @@ fn rule_names(rule: &CompiledRule) -> B {
     B::and(vec![kind, namespace])
 }
 
+/// True when the writer's username is one of `users` or one of its groups one of
+/// `groups` (exact names and globs, as `policy::Subjects::contains`), each read only
+/// where present (`has()`): a request without them is not matched, never an error.
+fn writer_in(users: &[String], groups: &[String]) -> B {
+    let user = match any_of("request.userInfo.username", users, false) {
+        B::F => B::F,
+        test => B::and(vec![B::atom("has(request.userInfo.username)"), test]),
+    };
+    let group = match any_of("g", groups, false) {
+        B::F => B::F,
+        test => B::and(vec![
+            B::atom("has(request.userInfo.groups)"),
+            B::atom(format!("request.userInfo.groups.exists(g, {})", test.render(Prec::Or))),
+        ]),
+    };
+    B::or(vec![user, group])
+}
+
 /// True when `value` (a CEL string expression) is one of `names`: exact names with `in`,
 /// glob patterns (`*`, `?`) with an anchored regular expression.
 fn any_of(value: &str, names: &[String], case_insensitive: bool) -> B {
@@ -392,10 +388,6 @@ fn any_of(value: &str, names: &[String], case_insensitive: bool) -> B {
         tests.push(B::atom(format!("{value}.matches({})", cel_string(&glob_regex(g, case_insensitive)))));
     }
     B::or(tests)
-}
-
-fn is_glob(s: &str) -> bool {
-    s.contains(['*', '?'])
 }
 
 /// An anchored RE2 regular expression (Go's `regexp`, as cel-go's `matches` uses) for a
