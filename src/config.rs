@@ -197,16 +197,24 @@ pub fn validate_prefix(prefix: &str) -> Result<(), String> {
     let Some(domain) = prefix.strip_suffix('/') else {
         return Err(format!("{prefix:?} must end with '/', e.g. \"hallmark.dev/\""));
     };
-    let ok = !domain.is_empty()
-        && domain.len() <= 253
-        && domain.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        });
-    if ok { Ok(()) } else { Err(format!("{prefix:?} is not a DNS subdomain followed by '/'")) }
+    if is_dns_subdomain(domain) { Ok(()) } else { Err(format!("{prefix:?} is not a DNS subdomain followed by '/'")) }
+}
+
+/// A namespace name: an RFC 1123 label (lower-case alphanumerics and `-`, starting and
+/// ending alphanumeric, at most 63 characters), as `apimachinery`'s `IsDNS1123Label`.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// An RFC 1123 subdomain (labels joined by `.`, at most 253 characters), as
+/// `apimachinery`'s `IsDNS1123Subdomain`: the name of most Kubernetes objects (a
+/// Deployment, ...) and an annotation prefix's domain.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 
 /// serde_yaml appends " at line X column Y"; the location is printed in front instead.

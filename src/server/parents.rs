@@ -41,7 +41,7 @@ impl ParentLookup {
         }
         // Both go into the request path: only names Kubernetes itself would accept, so a
         // review (e.g. posted straight to the webhook port) cannot steer the read elsewhere.
-        if !is_dns_label(namespace) || !is_dns_subdomain(name) {
+        if !crate::config::is_dns_label(namespace) || !crate::config::is_dns_subdomain(name) {
             return Err(format!(
                 "cannot read the parent of {}: the review's namespace or name is not a valid Kubernetes name",
                 req.resource.resource
@@ -66,25 +66,9 @@ impl ParentLookup {
     }
 }
 
-/// A namespace name: an RFC 1123 label (lower-case alphanumerics and `-`, starting and
-/// ending alphanumeric, at most 63 characters), as `apimachinery`'s `IsDNS1123Label`.
-pub fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-/// The name of a Deployment, StatefulSet or ReplicaSet: an RFC 1123 subdomain (labels
-/// joined by `.`, at most 253 characters), as `apimachinery`'s `IsDNS1123Subdomain`.
-pub fn is_dns_subdomain(s: &str) -> bool {
-    s.len() <= 253 && s.split('.').all(is_dns_label)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::config::{is_dns_label, is_dns_subdomain};
 
     #[test]
     fn only_kubernetes_names_reach_the_request_path() {
