@@ -20,6 +20,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 fn label_policy(app: &str) -> String {
+    label_policy_owning(app, "[spec.replicas]")
+}
+
+/// A rule selecting Deployments by label that owns `fields` (a YAML flow list).
+fn label_policy_owning(app: &str, fields: &str) -> String {
     format!(
         r#"
 apiVersion: hallmark.dev/v1alpha1
@@ -37,7 +42,7 @@ spec:
         groups: ["apps"]
         kinds: ["Deployment"]
         labelSelector: {{matchLabels: {{app: {app}}}}}
-      fields: [spec.replicas]
+      fields: {fields}
       action: deny
 "#
     )
@@ -166,6 +171,23 @@ async fn a_label_rule_matches_scale_writes_only_for_labelled_parents() {
         server.stop().await;
         api_task.abort();
     }
+}
+
+/// A `kubectl scale` changes `spec.replicas` only. The old view rebuilt from the parent
+/// carries the parent's labels and annotations and the new Scale does not: that difference
+/// is not a change of the write (it was once denied as `metadata.labels ... -> (unset)`).
+#[tokio::test]
+async fn a_scale_changes_nothing_but_replicas_whatever_the_rule_owns() {
+    let fields = r#"["metadata.labels[\"cost-center\"]", metadata.labels, metadata.annotations, spec.template]"#;
+    let (client, seen, api_task) = api(StatusCode::OK, Duration::ZERO).await;
+    let server = server(&label_policy_owning("agent", fields), Some(client), Duration::from_secs(2)).await;
+    let mut c = server.client().await;
+    let response = c.post("/validate", fixture_bytes(SCALE_VALIDATING)).await.response();
+    assert_eq!(response["allowed"], true, "{response}");
+    assert!(response.get("warnings").is_none(), "{response}");
+    assert_eq!(seen.lock().expect("lock").len(), 1, "the parent was read: the rule selects by label");
+    server.stop().await;
+    api_task.abort();
 }
 
 #[tokio::test]

@@ -501,6 +501,28 @@ fn index_by_key<'a>(elements: &'a [Value], fields: &[&str]) -> Option<Vec<(Eleme
 
 /// The text of a key field's value, as in a `Key` segment: a string unquoted, a number or
 /// bool as JSON text; None for anything else. FieldsV1 `k:` keys are spelled the same way.
+/// The value at a concrete path of an object (`Field` steps into maps, `Key` into the
+/// element of a keyed list whose key fields have those values, `Index` into a position,
+/// `Value` into the set element with that JSON text); `None` when absent or null.
+pub fn value_at<'a>(object: &'a Value, path: &[Segment]) -> Option<&'a Value> {
+    let mut at = object;
+    for segment in path {
+        at = match (segment, at) {
+            (Segment::Field(name), Value::Object(map)) => map.get(name)?,
+            (Segment::Key(key), Value::Array(list)) => list.iter().find(|element| {
+                key.iter().all(|(field, want)| element.get(field).and_then(key_text).is_some_and(|have| have == *want))
+            })?,
+            (Segment::Index(i), Value::Array(list)) => list.get(*i)?,
+            (Segment::Value(text), Value::Array(list)) => {
+                let want: Value = serde_json::from_str(text).ok()?;
+                list.iter().find(|element| **element == want)?
+            }
+            _ => return None,
+        };
+    }
+    present(at)
+}
+
 pub(crate) fn key_text(value: &Value) -> Option<Cow<'_, str>> {
     match value {
         Value::String(s) => Some(Cow::Borrowed(s.as_str())),

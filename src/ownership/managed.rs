@@ -38,6 +38,17 @@ impl<'a> Entry<'a> {
         }
     }
 
+    /// True when both entries have the same `fieldsV1`, compared as written (text with
+    /// text, tree with tree) without decoding; `false` when the forms differ.
+    pub fn same_fields(&self, other: &Entry<'_>) -> bool {
+        match (&self.fields, &other.fields) {
+            (Fields::Tree(a), Fields::Tree(b)) => a == b,
+            (Fields::Text(a), Fields::Text(b)) => a.get() == b.get(),
+            (Fields::Absent, Fields::Absent) => true,
+            _ => false,
+        }
+    }
+
     /// True when `fieldsV1` is a non-empty object, without decoding it.
     pub fn has_fields(&self) -> bool {
         match &self.fields {

@@ -4,5 +4,6 @@
 pub mod diff;
 pub mod fieldsv1;
 pub mod managed;
+pub mod markers;
 pub mod path;
 pub mod verdict;

@@ -4,6 +4,7 @@
 use super::diff::Change;
 use super::fieldsv1::FieldSet;
 use super::managed;
+use super::markers::{OptOut, opt_out, opt_out_any};
 use super::path::overlaps;
 use crate::admission::{AdmissionRequest, Operation, UserInfo, truncate};
 use crate::policy::{BUILTIN_DEFAULT_NAME, CompiledPolicy, CompiledRule, Enforcement, PolicySet};
@@ -188,6 +189,10 @@ pub fn evaluate(req: &AdmissionRequest, changes: &[Change<'_>], policies: &Polic
         None | Some("scale") => {}
         Some(_) => return verdict,
     }
+    let deleting = is_being_deleted(old);
+    let judged = judged_changes(changes, scale, deleting);
+    let changes: &[Change<'_>] = &judged;
+    let new_object = req.object.as_ref();
     let (group, kind) = if scale {
         (req.resource.group.as_str(), kind_of_resource(&req.resource.resource))
     } else {
@@ -215,6 +220,9 @@ pub fn evaluate(req: &AdmissionRequest, changes: &[Change<'_>], policies: &Polic
         // Only needed for messages.
         let hint_cell = std::cell::OnceCell::new();
         let hint = || hint_cell.get_or_init(|| reconciler_hint(policy, req)).as_deref();
+        // Only needed for messages: a reconciler of the policy told to leave the object alone.
+        let opted_cell = std::cell::OnceCell::new();
+        let opted = || opted_cell.get_or_init(|| opt_out_any(old, &policy.reconciler_field_managers)).as_ref();
 
         if req.operation == Operation::Delete {
             if policy.delete_protection {
@@ -245,7 +253,7 @@ pub fn evaluate(req: &AdmissionRequest, changes: &[Change<'_>], policies: &Polic
             }
             continue;
         }
-        if req.operation != Operation::Update || changes.is_empty() {
+        if req.operation != Operation::Update {
             continue;
         }
 
@@ -267,21 +275,38 @@ pub fn evaluate(req: &AdmissionRequest, changes: &[Change<'_>], policies: &Polic
                         source(),
                         &user.username,
                         hint(),
+                        opted(),
                     );
                 }
             }
         }
 
         // Fields that managedFields shows a reconciler owns.
-        if policy.managed_fields != Enforcement::Ignore {
+        let nothing_to_judge = || changes.is_empty() && new_object.is_none_or(|new| managed_fields_unchanged(old, new));
+        if policy.managed_fields != Enforcement::Ignore && !nothing_to_judge() {
             // Read managedFields once and decode each entry at most once, whatever the
             // number of policies that name its manager.
             let entries = entries_cell.get_or_init(|| managed::entries(old));
-            let wanted: Vec<usize> = (0..entries.len())
+            let mut wanted: Vec<usize> = (0..entries.len())
                 .filter(|&i| {
                     policy.is_reconciler_field_manager(&entries[i].manager) && entries[i].subresource != "status"
                 })
                 .collect();
+            // A reconciler told to leave the object alone enforces none of its fields; and
+            // telling it so is Git's to do, not another writer's.
+            if !scale
+                && let Some(new) = new_object
+                && let Some(i) = wanted.iter().copied().find(|&i| {
+                    opt_out(new, &entries[i].manager).is_some() && opt_out(old, &entries[i].manager).is_none()
+                })
+                && let Some(marker) = opt_out(new, &entries[i].manager)
+            {
+                push_opt_out(&mut verdict, policy, break_glass, &entries[i].manager, marker, source(), &user.username);
+            }
+            wanted.retain(|&i| opt_out(old, &entries[i].manager).is_none());
+            if wanted.is_empty() {
+                continue;
+            }
             for &i in &wanted {
                 if let std::collections::hash_map::Entry::Vacant(slot) = decoded.entry(i) {
                     slot.insert(entries[i].fields().map(|f| FieldSet::decode(&f)));
@@ -308,12 +333,204 @@ pub fn evaluate(req: &AdmissionRequest, changes: &[Change<'_>], policies: &Polic
                         source(),
                         &user.username,
                         hint(),
+                        None,
                     );
+                }
+            }
+            // The write itself may take the reconciler's ownership away (managedFields reset
+            // with `[{}]`, its entry removed or shrunk by a JSON patch or a PUT): once gone,
+            // nothing would show that Git owns those fields. A deletion finishing is exempt.
+            if !scale
+                && !deleting
+                && let Some(new) = new_object
+            {
+                let wanted_entries: Vec<&managed::Entry<'_>> = wanted.iter().map(|&i| &entries[i]).collect();
+                let dropped = dropped_ownership(&wanted_entries, &sets, old, new);
+                if let Some((manager, paths)) = dropped {
+                    push_dropped(&mut verdict, policy, break_glass, manager, &paths, source(), &user.username, hint());
                 }
             }
         }
     }
     verdict
+}
+
+/// True when the write leaves `metadata.managedFields` exactly as it was (compared as
+/// decoded: the JSON text [`crate::admission::Review::decode`] keeps, or the list).
+fn managed_fields_unchanged(old: &Value, new: &Value) -> bool {
+    fn get(o: &Value) -> Option<&Value> {
+        o.get("metadata").and_then(|m| m.get("managedFields"))
+    }
+    get(old) == get(new)
+}
+
+/// True when the object is being deleted (`metadata.deletionTimestamp` is set): its
+/// finalizers are being removed and nothing may stand in the way of that.
+pub fn is_being_deleted(obj: &Value) -> bool {
+    obj.get("metadata").and_then(|m| m.get("deletionTimestamp")).is_some_and(|t| !t.is_null())
+}
+
+/// The changes a verdict judges. A `scale` write can change nothing but `spec.replicas`
+/// (whatever else differs between the two Scale views, such as the parent's labels the
+/// rebuilt old view carries, is not a change of the write). While the object is being
+/// deleted, removing its finalizers is how the deletion finishes, never a change of a
+/// Git-owned field.
+fn judged_changes<'c, 'a>(
+    changes: &'c [Change<'a>],
+    scale: bool,
+    deleting: bool,
+) -> std::borrow::Cow<'c, [Change<'a>]> {
+    use super::path::Segment;
+    let is = |change: &Change<'_>, first: &str, second: &str| matches!(change.path.segments(), [Segment::Field(a), Segment::Field(b), ..] if a == first && b == second);
+    let keep = |c: &Change<'_>| {
+        if scale { is(c, "spec", "replicas") } else { !(deleting && is(c, "metadata", "finalizers")) }
+    };
+    if changes.iter().all(keep) {
+        std::borrow::Cow::Borrowed(changes)
+    } else {
+        std::borrow::Cow::Owned(changes.iter().filter(|c| keep(c)).cloned().collect())
+    }
+}
+
+/// The fields that the reconciler entries of `old` (with their decoded sets) owned and that
+/// no entry of the same field managers owns in `new`, though the write left their values
+/// as they were: a reconciler's ownership taken away without a change of the field (a
+/// managedFields reset with `[{}]`, an entry removed or shrunk by a patch or a PUT). A
+/// field whose value the write changed is not listed: its ownership moved with the change,
+/// which the rules and the managedFields findings judge. Returns the first field manager
+/// that lost fields, with them.
+fn dropped_ownership<'e>(
+    wanted: &[&'e managed::Entry<'_>],
+    sets: &[(&'e str, &FieldSet)],
+    old: &Value,
+    new: &Value,
+) -> Option<(&'e str, Vec<super::path::FieldPath>)> {
+    if managed_fields_unchanged(old, new) {
+        return None;
+    }
+    let now = managed::entries(new);
+    let kept = |e: &managed::Entry<'_>| {
+        now.iter().any(|n| n.manager == e.manager && n.subresource == e.subresource && n.same_fields(e))
+    };
+    if wanted.iter().all(|e| kept(e)) {
+        return None;
+    }
+    let mut now_sets = Vec::new();
+    for entry in &now {
+        if entry.subresource != "status" && wanted.iter().any(|w| w.manager == entry.manager) {
+            match entry.fields().map(|f| FieldSet::decode(&f)) {
+                Some(Ok(set)) => now_sets.push(set),
+                // managedFields kube-apiserver accepted but hallmark cannot read: judge
+                // nothing rather than a field it cannot see.
+                Some(Err(_)) => return None,
+                None => {}
+            }
+        }
+    }
+    for (manager, set) in sets {
+        let dropped: Vec<super::path::FieldPath> = set
+            .paths()
+            .into_iter()
+            .filter(|p| !now_sets.iter().any(|s| s.touches(p.segments())))
+            .filter(|p| {
+                let before = super::diff::value_at(old, p.segments());
+                before.is_some() && before == super::diff::value_at(new, p.segments())
+            })
+            .collect();
+        if !dropped.is_empty() {
+            return Some((manager, dropped));
+        }
+    }
+    None
+}
+
+/// The finding for a write by another writer that puts a reconciler's opt-out marker on an
+/// object the reconciler manages: it would take the object away from Git.
+fn push_opt_out(
+    verdict: &mut Verdict,
+    policy: &CompiledPolicy,
+    break_glass: bool,
+    manager: &str,
+    marker: OptOut,
+    source: &Option<String>,
+    username: &str,
+) {
+    let path = marker.path();
+    let what = format!(
+        "{path}: {} tells {} (field manager {manager}) to stop applying this object, which {} manages",
+        marker.value,
+        marker.controller,
+        owner_text(policy, source)
+    );
+    let message = if break_glass {
+        format!(
+            "break-glass: {what}; allowed for {username}, recorded as channel=break-glass. Put the marker in Git too"
+        )
+    } else if policy.managed_fields == Enforcement::Deny {
+        format!("{what}; only Git may opt an object out of reconciliation: add the marker there")
+    } else {
+        format!("{what}; the object leaves Git's control until the marker is removed")
+    };
+    verdict.findings.retain(|f| f.path != path);
+    verdict.findings.push(Finding {
+        path,
+        message,
+        action: policy.managed_fields,
+        break_glass,
+        policy: policy.name.clone(),
+        repeat: None,
+    });
+}
+
+/// The finding for a write that takes a reconciler's ownership away ([`dropped_ownership`]).
+#[allow(clippy::too_many_arguments)]
+fn push_dropped(
+    verdict: &mut Verdict,
+    policy: &CompiledPolicy,
+    break_glass: bool,
+    manager: &str,
+    paths: &[super::path::FieldPath],
+    source: &Option<String>,
+    username: &str,
+    hint: Option<&str>,
+) {
+    const SHOWN: usize = 3;
+    let mut listed: Vec<String> = paths.iter().take(SHOWN).map(ToString::to_string).collect();
+    if paths.len() > SHOWN {
+        listed.push(format!("{} more", paths.len() - SHOWN));
+    }
+    let count = paths.len();
+    let what = format!(
+        "metadata.managedFields: this write takes away field manager {manager}'s ownership of {count} field{} of {} ({}) without changing {}",
+        if count == 1 { "" } else { "s" },
+        owner_text(policy, source),
+        listed.join(", "),
+        if count == 1 { "it" } else { "them" },
+    );
+    let message = if break_glass {
+        format!(
+            "break-glass: {what}; allowed for {username}, recorded as channel=break-glass. The next reconcile by {manager} takes them back"
+        )
+    } else if let Some(hint) = hint.filter(|_| policy.managed_fields == Enforcement::Deny) {
+        format!("{what}; {hint}")
+    } else if policy.managed_fields == Enforcement::Deny {
+        format!(
+            "{what}; managedFields are how Git's ownership is known, so only the reconcilers of {} may rewrite them. Leave metadata.managedFields out of the write (or as read), and change these fields in Git",
+            policy.owner_name
+        )
+    } else {
+        format!("{what}; the next reconcile by {manager} takes them back")
+    };
+    let path = "metadata.managedFields".to_owned();
+    verdict.findings.retain(|f| f.path != path);
+    verdict.findings.push(Finding {
+        path,
+        message,
+        action: policy.managed_fields,
+        break_glass,
+        policy: policy.name.clone(),
+        repeat: None,
+    });
 }
 
 /// The change with its values replaced by a placeholder when they must not be shown
@@ -368,6 +585,7 @@ fn push_finding(
     source: &Option<String>,
     username: &str,
     hint: Option<&str>,
+    opted: Option<&OptOut>,
 ) {
     let path = change.path.to_string();
     if let Some(existing) = verdict.findings.iter_mut().find(|f| f.path == path) {
@@ -383,7 +601,18 @@ fn push_finding(
     };
     let requested = format!("Requested {} -> {}.", short(change.old), short(change.new));
     let mut repeat = None;
-    let message = if break_glass {
+    let message = if let Some(opted) = opted {
+        let stays = opted.will_not_revert();
+        if break_glass {
+            format!(
+                "break-glass: {path} is owned by {owner}; allowed for {username}, recorded as channel=break-glass. Change it in Git too ({stays}). {requested}"
+            )
+        } else if action == Enforcement::Deny {
+            format!("{path} is owned by {owner}; change it there ({stays}, so a change here would stay). {requested}")
+        } else {
+            format!("{path} is owned by {owner}; {stays}, so this change stays until Git changes it. {requested}")
+        }
+    } else if break_glass {
         format!(
             "break-glass: {path} is owned by {owner}; allowed for {username}, recorded as channel=break-glass. Change it in Git too, or the next reconcile reverts it. {requested}"
         )
@@ -450,6 +679,8 @@ fn reconciler_managers(obj: &Value, policy: &CompiledPolicy) -> Vec<String> {
         .into_iter()
         .filter(|e| e.subresource.is_empty() && e.has_fields())
         .filter(|e| policy.is_reconciler_field_manager(&e.manager))
+        // A reconciler that will not recreate the object does not protect it.
+        .filter(|e| opt_out(obj, &e.manager).is_none_or(|o| o.recreates))
         .map(|e| e.manager.into_owned())
         .collect()
 }
@@ -858,5 +1089,163 @@ spec:
         assert_eq!(gitops_source(&argo).as_deref(), Some("Argo CD application shop"));
         let helm_only = json!({"metadata": {"labels": {"app.kubernetes.io/instance": "web"}}});
         assert_eq!(gitops_source(&helm_only), None, "an instance label alone is not Argo CD");
+    }
+
+    fn with_managed_fields(mut o: Value, entries: Value) -> Value {
+        o["metadata"]["managedFields"] = entries;
+        o
+    }
+
+    fn flux_entry(fields: Value) -> Value {
+        json!({"manager": "kustomize-controller", "operation": "Apply", "fieldsV1": fields})
+    }
+
+    /// A write that takes the reconciler's managedFields away: reset, entry removed or
+    /// shrunk, while the owned values stay.
+    #[test]
+    fn taking_a_reconcilers_ownership_away_is_judged() {
+        let old = object("500m", "low", 2);
+        let dev = json!({"username": "dev", "groups": ["developers"]});
+        let kubectl = json!({"manager": "kubectl-patch", "operation": "Update", "fieldsV1": {}});
+        // What kube-apiserver leaves after `managedFields: [{}]`, a removed entry, a shrunk one.
+        let reset = with_managed_fields(object("500m", "low", 2), json!([kubectl]));
+        let removed = with_managed_fields(object("500m", "low", 2), json!([]));
+        let shrunk = with_managed_fields(object("500m", "low", 2), json!([flux_entry(json!({}))]));
+        for (name, new) in [("reset", &reset), ("removed", &removed), ("shrunk", &shrunk)] {
+            let req = request("UPDATE", dev.clone(), old.clone(), new.clone(), None);
+            let v = judge(&req, &policies("deny"));
+            assert!(v.is_denied(), "{name}: {v:?}");
+            let message = v.deny_message().unwrap_or_default();
+            assert!(message.starts_with("metadata.managedFields: this write takes away field manager kustomize-controller's ownership of 1 field of platform (Git: https://git.example.com/cfg) (spec.replicas) without changing it; managedFields are how Git's ownership is known"), "{name}: {message}");
+            // warn: allowed with the warning; ignore: nothing.
+            let warned = judge(&req, &policies("warn"));
+            assert!(!warned.is_denied() && warned.warnings().iter().any(|w| w.contains("takes them back")), "{name}");
+            assert!(judge(&req, &policies("ignore")).findings.is_empty(), "{name}");
+            // The reconciler itself may rewrite its entries; break-glass is allowed, recorded.
+            let flux = request("UPDATE", json!({"username": "flux"}), old.clone(), new.clone(), None);
+            assert!(judge(&flux, &policies("deny")).findings.is_empty(), "{name}");
+            let sre =
+                request("UPDATE", json!({"username": "sre", "groups": ["oncall"]}), old.clone(), new.clone(), None);
+            let v = judge(&sre, &policies("deny"));
+            assert!(!v.is_denied() && v.is_break_glass(), "{name}: {v:?}");
+            assert!(v.warnings()[0].starts_with("break-glass: metadata.managedFields"), "{name}: {v:?}");
+        }
+        // The entry kept as it was (another manager's entry added): nothing.
+        let kept = with_managed_fields(
+            object("500m", "low", 2),
+            json!([flux_entry(json!({"f:spec": {"f:replicas": {}}})), kubectl]),
+        );
+        let req = request("UPDATE", dev.clone(), old.clone(), kept, None);
+        assert!(judge(&req, &policies("deny")).findings.is_empty());
+        // Ownership that moved with a change of the value is judged as that change only.
+        let moved = with_managed_fields(object("500m", "low", 3), json!([flux_entry(json!({})), kubectl]));
+        let req = request("UPDATE", dev, old, moved, None);
+        let v = judge(&req, &policies("warn"));
+        assert_eq!(v.findings.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["spec.replicas"], "{v:?}");
+    }
+
+    /// While an object is being deleted its finalizers go, whoever owns them.
+    #[test]
+    fn finalizers_removed_during_a_deletion_are_never_a_git_owned_change() {
+        let finalizer = json!({"f:metadata": {"f:finalizers": {".": {}, "v:\"example.com/cleanup\"": {}}}});
+        let mut old = with_managed_fields(object("500m", "low", 2), json!([flux_entry(finalizer)]));
+        old["metadata"]["finalizers"] = json!(["example.com/cleanup"]);
+        let mut new = with_managed_fields(object("500m", "low", 2), json!([flux_entry(json!({}))]));
+        new["metadata"]["finalizers"] = json!([]);
+        let operator = json!({"username": "system:serviceaccount:ops:cleanup-operator"});
+        // Not being deleted: removing Git's finalizer is a change of a Git-owned field.
+        let req = request("UPDATE", operator.clone(), old.clone(), new.clone(), None);
+        assert!(judge(&req, &policies("deny")).is_denied());
+        // Being deleted: allowed, also with a rule that names the finalizers.
+        old["metadata"]["deletionTimestamp"] = json!("2026-12-03T10:00:00Z");
+        new["metadata"]["deletionTimestamp"] = json!("2026-12-03T10:00:00Z");
+        let req = request("UPDATE", operator, old, new, None);
+        let v = judge(&req, &policies("deny"));
+        assert!(v.findings.is_empty(), "{v:?}");
+        let rule =
+            POLICY.replace("MF", "deny").replace("[spec.template.spec.priorityClassName]", "[metadata.finalizers]");
+        let set = PolicySet::new(parse_documents(&rule, "p.yaml").expect("valid"));
+        assert!(judge(&req, &set).findings.is_empty());
+    }
+
+    /// Flux's opt-outs turn off what managedFields derive; the explicit rules stay and say
+    /// Flux will not revert the change.
+    #[test]
+    fn flux_opt_outs_turn_off_managed_fields_ownership() {
+        let dev = json!({"username": "dev", "groups": ["developers"]});
+        let owned = |marker: Option<&str>| {
+            let mut fields = json!({"f:spec": {"f:replicas": {}}});
+            if let Some(key) = marker {
+                fields["f:metadata"] = json!({"f:annotations": {format!("f:{key}"): {}}});
+            }
+            fields
+        };
+        let marked = |value: &str, from_git: bool, cpu: &str, replicas: i64| {
+            let key = "kustomize.toolkit.fluxcd.io/ssa";
+            let mut o =
+                with_managed_fields(object(cpu, "low", replicas), json!([flux_entry(owned(from_git.then_some(key)))]));
+            o["metadata"]["annotations"] = json!({key: value});
+            o
+        };
+        // (marker value, marker applied by Flux, replicas change denied)
+        for (value, from_git, denied) in [
+            ("IfNotPresent", true, false),
+            ("IfNotPresent", false, true),
+            ("ignore", false, false),
+            ("Merge", true, true),
+        ] {
+            let req = request(
+                "UPDATE",
+                dev.clone(),
+                marked(value, from_git, "500m", 2),
+                marked(value, from_git, "500m", 3),
+                None,
+            );
+            assert_eq!(judge(&req, &policies("deny")).is_denied(), denied, "{value} from Git: {from_git}");
+        }
+        // The explicit rule still denies, and says why a change would stay.
+        let req = request(
+            "UPDATE",
+            dev.clone(),
+            marked("IfNotPresent", true, "500m", 2),
+            marked("IfNotPresent", true, "750m", 2),
+            None,
+        );
+        let message = judge(&req, &policies("deny")).deny_message().unwrap_or_default();
+        assert!(
+            message.contains("change it there (Flux will not revert it (kustomize.toolkit.fluxcd.io/ssa: IfNotPresent), so a change here would stay)"),
+            "{message}"
+        );
+        // Another writer may not opt the object out.
+        let old = object("500m", "low", 2);
+        let mut new = object("500m", "low", 2);
+        new["metadata"]["annotations"] = json!({"kustomize.toolkit.fluxcd.io/reconcile": "disabled"});
+        let req = request("UPDATE", dev, old, new, None);
+        let v = judge(&req, &policies("deny"));
+        assert_eq!(
+            v.denials().map(|f| f.path.as_str()).collect::<Vec<_>>(),
+            [r#"metadata.annotations["kustomize.toolkit.fluxcd.io/reconcile"]"#]
+        );
+        assert!(v.deny_message().unwrap_or_default().contains("only Git may opt an object out of reconciliation"));
+    }
+
+    #[test]
+    fn delete_protection_follows_whether_flux_would_recreate_the_object() {
+        let dev = json!({"username": "dev"});
+        let key = "kustomize.toolkit.fluxcd.io/ssa";
+        let mut from_git = with_managed_fields(
+            object("500m", "low", 2),
+            json!([flux_entry(json!({"f:metadata": {"f:annotations": {format!("f:{key}"): {}}}}))]),
+        );
+        for (value, protected) in [("IfNotPresent", true), ("Ignore", false)] {
+            from_git["metadata"]["annotations"] = json!({key: value});
+            let req = request("DELETE", dev.clone(), from_git.clone(), Value::Null, None);
+            assert_eq!(judge(&req, &policies("ignore")).is_denied(), protected, "{value}");
+        }
+        // Ignore set on the cluster's copy only: Git still has the object, Flux recreates it.
+        let mut local = object("500m", "low", 2);
+        local["metadata"]["annotations"] = json!({key: "Ignore"});
+        let req = request("DELETE", dev, local, Value::Null, None);
+        assert!(judge(&req, &policies("ignore")).is_denied());
     }
 }
