@@ -46,13 +46,16 @@
 //!   globs; a `labelSelector` is treated as matching), or
 //! - it is an UPDATE (with `managedFields` not `ignore`) or a DELETE (with
 //!   `deleteProtection`) of an object whose `oldObject.metadata.managedFields` has an entry
-//!   of one of its reconciler field managers.
+//!   of one of its reconciler field managers — for an UPDATE, not counting Flux's
+//!   `kustomize-controller` entry when `oldObject` tells Flux to leave it alone
+//!   (`kustomize.toolkit.fluxcd.io/reconcile: disabled` or `.../ssa: Ignore`).
 //!
 //! Whatever else cannot be decided from these is sent: subresource writes (the Scale a
 //! validating webhook receives has no managedFields), a missing `oldObject`, an UPDATE
 //! without `object`. Break-glass writers need no case of their own: they only get warnings
 //! where the condition already sends.
 
+use crate::ownership::markers::{FLUX_KUSTOMIZE_MANAGER, FLUX_RECONCILE, FLUX_SSA};
 use crate::policy::{CompiledPolicy, CompiledRule, Enforcement, PolicySet, is_glob};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
@@ -287,13 +290,46 @@ fn touched(policies: &[&CompiledPolicy]) -> B {
     }
     let named = B::or(policies.iter().flat_map(|p| p.rules.iter()).map(rule_names).collect());
     let not_delete = B::atom("request.operation != 'DELETE'");
-    if update_managers == delete_managers {
+    let flux = FLUX_KUSTOMIZE_MANAGER.to_owned();
+    if update_managers == delete_managers && !update_managers.contains(&flux) {
         return B::or(vec![managed_by(&update_managers), B::and(vec![not_delete, named])]);
     }
+    // Flux's entry gives no ownership on an UPDATE of an object Flux was told to leave
+    // alone on the cluster's copy (`ownership::markers`); `ssa: IfNotPresent` counts only
+    // when Flux applied it, which is left to hallmark. Deletions are always sent.
+    let update = if update_managers.remove(&flux) {
+        let others: Vec<String> = update_managers.into_iter().collect();
+        let flux_counts = B::and(vec![B::atom(format!("e.manager == {}", cel_string(&flux))), B::not(flux_stopped())]);
+        scan_managers(B::or(vec![any_of("e.manager", &others, false), flux_counts]))
+    } else {
+        managed_by(&update_managers)
+    };
     B::or(vec![
-        B::and(vec![not_delete, B::or(vec![named, managed_by(&update_managers)])]),
+        B::and(vec![not_delete, B::or(vec![named, update])]),
         B::and(vec![B::atom("request.operation == 'DELETE'"), managed_by(&delete_managers)]),
     ])
+}
+
+/// True when `oldObject` carries `kustomize.toolkit.fluxcd.io/reconcile: disabled` or
+/// `kustomize.toolkit.fluxcd.io/ssa: Ignore` as an annotation or a label (the value
+/// case-insensitively, as Flux compares it).
+fn flux_stopped() -> B {
+    let mut tests = Vec::new();
+    for map in ["annotations", "labels"] {
+        let at = format!("oldObject.metadata.{map}");
+        let each = [(FLUX_RECONCILE, "disabled"), (FLUX_SSA, "Ignore")]
+            .iter()
+            .map(|(key, value)| {
+                let key = cel_string(key);
+                B::and(vec![
+                    B::atom(format!("{key} in {at}")),
+                    B::atom(format!("{at}[{key}].matches({})", cel_string(&format!("^(?i:{value})$")))),
+                ])
+            })
+            .collect();
+        tests.push(B::and(vec![B::atom(format!("has({at})")), B::or(each)]));
+    }
+    B::and(vec![B::atom("oldObject != null"), B::atom("has(oldObject.metadata)"), B::or(tests)])
 }
 
 /// True when `oldObject.metadata.managedFields` has an entry of one of these managers
@@ -301,7 +337,13 @@ fn touched(policies: &[&CompiledPolicy]) -> B {
 /// subresource and fields).
 fn managed_by(managers: &BTreeSet<String>) -> B {
     let managers: Vec<String> = managers.iter().cloned().collect();
-    match any_of("e.manager", &managers, false) {
+    scan_managers(any_of("e.manager", &managers, false))
+}
+
+/// True when `oldObject.metadata.managedFields` has an entry `e` with a manager for which
+/// `test` holds.
+fn scan_managers(test: B) -> B {
+    match test {
         B::F => B::F,
         test => B::and(vec![
             B::atom("oldObject != null"),

@@ -57,13 +57,13 @@ pub const FLUX_SSA: &str = "kustomize.toolkit.fluxcd.io/ssa";
 /// `kustomize.toolkit.fluxcd.io/reconcile: disabled`.
 pub const FLUX_RECONCILE: &str = "kustomize.toolkit.fluxcd.io/reconcile";
 
-/// The value of a marker (annotation first, then label) and the map it stands in; empty
-/// values never count.
-fn marker<'a>(obj: &'a Value, key: &str) -> Option<(&'static str, &'a str)> {
+/// Where a marker with one of `values` (compared case-insensitively) stands, as Flux's
+/// `AnyInMetadata` reads it: an annotation or a label, empty values never counting.
+fn marker<'a>(obj: &'a Value, key: &str, values: &[&str]) -> Option<(&'static str, &'a str)> {
     let meta = obj.get("metadata")?;
     ["annotations", "labels"].into_iter().find_map(|map| {
         let value = meta.get(map).and_then(|m| m.get(key)).and_then(Value::as_str)?;
-        (!value.is_empty()).then_some((map, value))
+        values.iter().any(|v| v.eq_ignore_ascii_case(value)).then_some((map, value))
     })
 }
 
@@ -92,19 +92,15 @@ pub fn opt_out(obj: &Value, manager: &str) -> Option<OptOut> {
     // `reconcile: disabled` and `ssa: Ignore` are honoured on the Git manifest and on the
     // cluster's copy alike (`shouldSkipApply`); set on the cluster's copy only, the Git
     // manifest still recreates a deleted object.
-    if let Some((map, value)) = marker(obj, FLUX_RECONCILE).filter(|(_, v)| v.eq_ignore_ascii_case("disabled")) {
-        return Some(stop(FLUX_RECONCILE, map, value, !applied_by(obj, manager, map, FLUX_RECONCILE)));
-    }
-    let (map, value) = marker(obj, FLUX_SSA)?;
-    if value.eq_ignore_ascii_case("Ignore") {
-        return Some(stop(FLUX_SSA, map, value, !applied_by(obj, manager, map, FLUX_SSA)));
+    for (key, value) in [(FLUX_RECONCILE, "disabled"), (FLUX_SSA, "Ignore")] {
+        if let Some((map, value)) = marker(obj, key, &[value]) {
+            return Some(stop(key, map, value, !applied_by(obj, manager, map, key)));
+        }
     }
     // `IfNotPresent` is read on the Git manifest only: it counts when Flux applied it, and
     // Flux still creates the object when it is missing.
-    if value.eq_ignore_ascii_case("IfNotPresent") && applied_by(obj, manager, map, FLUX_SSA) {
-        return Some(stop(FLUX_SSA, map, value, true));
-    }
-    None
+    let (map, value) = marker(obj, FLUX_SSA, &["IfNotPresent"])?;
+    applied_by(obj, manager, map, FLUX_SSA).then(|| stop(FLUX_SSA, map, value, true))
 }
 
 /// The first opt-out on `obj` of a reconciler applying with one of `managers`.
@@ -142,6 +138,8 @@ mod tests {
             (object(none.clone(), json!({FLUX_RECONCILE: "disabled"}), from_git_label(FLUX_RECONCILE)), Some(false)),
             (object(json!({FLUX_RECONCILE: "enabled"}), none.clone(), none.clone()), None),
             (object(json!({FLUX_RECONCILE: ""}), none.clone(), none.clone()), None),
+            // Either place counts, as with Flux.
+            (object(json!({FLUX_RECONCILE: "enabled"}), json!({FLUX_RECONCILE: "disabled"}), none.clone()), Some(true)),
             // Another key that merely resembles one.
             (object(json!({"kustomize.toolkit.fluxcd.io/SSA": "Ignore"}), none.clone(), none.clone()), None),
         ];
