@@ -192,6 +192,29 @@ fn owners_with_managed_fields_ignored_lists_the_reconciler_as_a_plain_manager() 
 }
 
 #[test]
+fn owners_of_an_object_flux_was_told_to_leave_alone_lists_only_the_rules() {
+    let mut obj = data("deploy-platform-agent.json");
+    obj["metadata"]["annotations"]["kustomize.toolkit.fluxcd.io/reconcile"] = json!("disabled");
+    let policies = platform_policy();
+    let grouped = owners(&obj, "deployments", policies.iter());
+    assert!(grouped.git.iter().all(|g| g.manager.is_none()), "only the rule patterns: {:?}", grouped.git);
+    assert_eq!(grouped.git.len(), 2);
+    assert_eq!(
+        grouped.not_enforced,
+        ["kustomize-controller: Flux will not revert it (kustomize.toolkit.fluxcd.io/reconcile: disabled)"]
+    );
+    assert!(grouped.managers.iter().any(|m| m.manager == "kustomize-controller"), "listed as a plain manager");
+    let out = render_owners(&obj, &grouped, &PolicySource::Files(vec!["policy-platform.yaml".into()]), true);
+    let line = out.lines().find(|l| l.starts_with("Not enforced:")).unwrap_or_default();
+    assert!(
+        line.ends_with(
+            " kustomize-controller: Flux will not revert it (kustomize.toolkit.fluxcd.io/reconcile: disabled)"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
 fn owners_no_headers_prints_the_rows_alone() {
     let obj = data("deploy-platform-agent.json");
     let set = PolicySet::default();

@@ -18,7 +18,24 @@ pub fn apply(live: &Value, manifest: &Value) -> Value {
         .and_then(|a| a.get(LAST_APPLIED))
         .and_then(Value::as_str)
         .and_then(|s| serde_json::from_str(s).ok());
-    merge(live, manifest, last.as_ref(), "")
+    merge(live, &as_kubectl_sends(manifest), last.as_ref(), "")
+}
+
+/// The manifest as `kubectl apply` sends it: with its own text as the last-applied
+/// annotation (kubectl's `GetModifiedConfiguration`). So the object always has
+/// `metadata.annotations`, and a previous apply's `"annotations": {}` (kubectl stores the
+/// manifest less that annotation) never reads as "remove every annotation".
+fn as_kubectl_sends(manifest: &Value) -> Value {
+    let mut out = manifest.clone();
+    let Some(root) = out.as_object_mut() else { return out };
+    let metadata = root.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
+    if let Some(metadata) = metadata.as_object_mut() {
+        let annotations = metadata.entry("annotations").or_insert_with(|| Value::Object(Map::new()));
+        if let Some(annotations) = annotations.as_object_mut() {
+            annotations.insert(LAST_APPLIED.to_owned(), Value::String(manifest.to_string()));
+        }
+    }
+    out
 }
 
 fn merge(live: &Value, manifest: &Value, last: Option<&Value>, field: &str) -> Value {
@@ -116,7 +133,13 @@ mod tests {
         let manifest = json!({"metadata": {"name": "web", "labels": {"b": "2"}},
             "spec": {"template": {"spec": {"containers": [
                 {"name": "web", "image": "web:2", "env": [{"name": "A", "value": "9"}]}]}}}});
-        let out = apply(&live, &manifest);
+        let mut out = apply(&live, &manifest);
+        assert_eq!(
+            out["metadata"]["annotations"].as_object().map(|a| a.keys().cloned().collect::<Vec<_>>()),
+            Some(vec![LAST_APPLIED.to_owned()]),
+            "kubectl sets the last-applied annotation"
+        );
+        out["metadata"].as_object_mut().map(|m| m.remove("annotations"));
         assert_eq!(out["metadata"], json!({"name": "web", "uid": "u", "labels": {"a": "1", "b": "2"}}));
         assert_eq!(out["spec"]["replicas"], 2);
         assert_eq!(out["status"], json!({"replicas": 2}));
@@ -147,10 +170,30 @@ mod tests {
         );
     }
 
+    /// `kubectl apply -k` of a manifest without annotations over a Deployment the
+    /// controller annotated: kubectl's last-applied has `"annotations": {}`, and the
+    /// controller's annotation stays.
+    #[test]
+    fn annotations_the_manifest_never_had_are_kept() {
+        let last = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"annotations": {}, "name": "web"}, "spec": {"replicas": 2}});
+        let live = json!({"metadata": {"name": "web", "annotations": {
+                "deployment.kubernetes.io/revision": "3", LAST_APPLIED: last.to_string()}},
+            "spec": {"replicas": 2}});
+        let manifest = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web"}, "spec": {"replicas": 2}});
+        let out = apply(&live, &manifest);
+        assert_eq!(out["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "3");
+        let stored: Value =
+            serde_json::from_str(out["metadata"]["annotations"][LAST_APPLIED].as_str().unwrap_or_default())
+                .unwrap_or_default();
+        assert_eq!(stored, manifest, "the new last-applied is the manifest");
+    }
+
     #[test]
     fn unkeyed_lists_and_scalars_are_replaced_and_null_removes() {
         let live = json!({"spec": {"args": ["a", "b"], "paused": true, "x": 1}});
         let manifest = json!({"spec": {"args": ["c"], "paused": null}});
-        assert_eq!(apply(&live, &manifest), json!({"spec": {"args": ["c"], "x": 1}}));
+        assert_eq!(apply(&live, &manifest)["spec"], json!({"args": ["c"], "x": 1}));
     }
 }

@@ -5,6 +5,7 @@
 use super::show::ObjectId;
 use super::table::{Table, cell};
 use crate::ownership::fieldsv1::FieldSet;
+use crate::ownership::markers::opt_out;
 use crate::ownership::path::{FieldPath, Segment};
 use crate::ownership::verdict::gitops_source;
 use crate::policy::{CompiledPolicy, Enforcement};
@@ -67,6 +68,10 @@ pub struct Owners {
     pub git_owners: Vec<GitOwner>,
     pub git: Vec<GitOwned>,
     pub managers: Vec<ManagerFields>,
+    /// Reconcilers told to leave the object alone (`ownership::markers`): their entries'
+    /// fields are not Git-owned, e.g. `Flux will not revert it (kustomize.toolkit.fluxcd.io/ssa: Ignore)`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_enforced: Vec<String>,
     /// managedFields entries that could not be read.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
@@ -112,6 +117,13 @@ pub fn owners<'p>(obj: &Value, resource: &str, policies: impl IntoIterator<Item 
             for (i, entry) in entries.iter().enumerate() {
                 let manager = entry.get("manager").and_then(Value::as_str).unwrap_or("");
                 if !policy.is_reconciler_field_manager(manager) || is_status(entry) {
+                    continue;
+                }
+                if let Some(opted) = opt_out(obj, manager) {
+                    let note = format!("{manager}: {}", opted.will_not_revert());
+                    if !out.not_enforced.contains(&note) {
+                        out.not_enforced.push(note);
+                    }
                     continue;
                 }
                 let Some(fields) = entry.get("fieldsV1") else { continue };
@@ -244,6 +256,9 @@ pub fn render_owners(obj: &Value, owners: &Owners, source: &PolicySource, header
         };
         top.push(["Git owner:".to_owned(), git]);
         top.push(["Git source:".to_owned(), cell(owners.gitops_source.as_deref())]);
+        if !owners.not_enforced.is_empty() {
+            top.push(["Not enforced:".to_owned(), owners.not_enforced.join("; ")]);
+        }
         top.push(["Policies:".to_owned(), source.describe()]);
         out.push_str(&top.render(false, ""));
         out.push('\n');
