@@ -1,6 +1,7 @@
 //! Ownership policies: the `OwnershipPolicy` schema (file or custom resource), its
 //! validation, compilation into a form the verdict can evaluate cheaply, and loading.
 
+pub mod kinds;
 pub mod load;
 pub mod schema;
 

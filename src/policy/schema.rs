@@ -427,10 +427,11 @@ fn compile_rule(rule: &Rule, rule_path: &[Step], errors: &mut Vec<FieldError>) -
         errors.push(FieldError::new(fields_path.clone(), "a rule needs at least one field path"));
     }
     let mut fields = Vec::new();
+    let kinds = super::kinds::named(&rule.match_.groups, &rule.match_.kinds);
     for (j, text) in rule.fields.iter().enumerate() {
-        match path::parse(text) {
+        match path::parse(text).map_err(|e| e.to_string()).and_then(|p| kinds.check(&p).map(|()| p)) {
             Ok(p) => fields.push(p),
-            Err(e) => errors.push(FieldError::new(with(fields_path.clone(), [Step::Index(j)]), e.to_string())),
+            Err(e) => errors.push(FieldError::new(with(fields_path.clone(), [Step::Index(j)]), e)),
         }
     }
     if errors.len() > before {
