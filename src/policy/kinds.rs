@@ -131,30 +131,102 @@ pub fn named(groups: &[String], kinds: &[String]) -> Named {
 impl Named {
     /// `Err(message)` when `path` names no field of any of the named kinds and every kind
     /// the rule names is one hallmark knows; `Ok` otherwise (a path a known kind has, or a
-    /// rule whose other kinds hallmark cannot check).
+    /// rule whose other kinds hallmark cannot check here: see [`check_with_crds`]).
     pub fn check(&self, path: &FieldPath) -> Result<(), String> {
         if self.any_kind || !self.unknown.is_empty() || self.known.is_empty() {
             return Ok(());
         }
-        let mut misses = Vec::new();
-        for known in &self.known {
-            match check_path_in_schema(schema(known), path) {
-                Ok(()) => return Ok(()),
-                Err(miss) => misses.push((known, miss)),
-            }
-        }
-        let kinds: Vec<String> = self.known.iter().map(|k| describe(k)).collect();
-        // The suggestion of the kind whose miss is deepest (the most of the path matched).
-        let best = misses.iter().max_by_key(|(_, m)| m.depth).map(|(_, m)| m);
-        let mut message = format!("{path} names no field of {}", kinds.join(" or "));
-        if let Some(m) = best {
-            message.push_str(&format!(": {}", m.reason));
-            if let Some(s) = &m.suggestion {
-                message.push_str(&format!("; did you mean {s}?"));
-            }
-        }
-        Err(message)
+        judge(path, &self.built_in())
     }
+
+    /// The named built-in kinds with their schemas.
+    fn built_in(&self) -> Vec<(String, &Value)> {
+        self.known.iter().map(|k| (describe(k), schema(k))).collect()
+    }
+}
+
+/// `Ok` when `path` is a field of one of the kinds (description, schema); otherwise why
+/// not, with the suggestion of the kind whose schema matched the most of the path.
+fn judge(path: &FieldPath, kinds: &[(String, &Value)]) -> Result<(), String> {
+    let mut misses = Vec::new();
+    for (_, root) in kinds {
+        match check_path_in_schema(root, path) {
+            Ok(()) => return Ok(()),
+            Err(miss) => misses.push(miss),
+        }
+    }
+    let names: Vec<&str> = kinds.iter().map(|(d, _)| d.as_str()).collect();
+    let mut message = format!("{path} names no field of {}", names.join(" or "));
+    if let Some(m) = misses.iter().max_by_key(|m| m.depth) {
+        message.push_str(&format!(": {}", m.reason));
+        if let Some(s) = &m.suggestion {
+            message.push_str(&format!("; did you mean {s}?"));
+        }
+    }
+    Err(message)
+}
+
+/// What checking a policy's rules against the cluster's CustomResourceDefinitions found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CrdCheck {
+    /// `spec.rules[I].fields[J]: PATH names no field of Widget (example.com/v1): ...`.
+    pub errors: Vec<String>,
+    /// Kinds the rules name that neither hallmark nor a CRD of the cluster describes: their
+    /// paths are not checked.
+    pub unchecked: Vec<String>,
+}
+
+/// Checks the field paths of the rules that name kinds other than the built-in ones
+/// against these CustomResourceDefinitions (their `openAPIV3Schema`, every served
+/// version): a path must name a field of at least one kind the rule names.
+pub fn check_with_crds(
+    policy: &crate::policy::CompiledPolicy,
+    crds: &[k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition],
+) -> CrdCheck {
+    let mut out = CrdCheck::default();
+    for (i, rule) in policy.rules.iter().enumerate() {
+        let named = named(&rule.groups, &rule.kinds);
+        if named.any_kind || named.unknown.is_empty() {
+            continue;
+        }
+        let mut custom: Vec<(String, Value)> = Vec::new();
+        let mut complete = true;
+        for wanted in &named.unknown {
+            let group_ok = |g: &str| rule.groups.is_empty() || rule.groups.iter().any(|x| x == "*" || x == g);
+            let mut found = false;
+            for crd in crds.iter().filter(|c| {
+                let n = &c.spec.names;
+                group_ok(&c.spec.group)
+                    && (n.kind.eq_ignore_ascii_case(wanted) || n.plural.eq_ignore_ascii_case(wanted))
+            }) {
+                for version in crd.spec.versions.iter().filter(|v| v.served) {
+                    let schema = version.schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref());
+                    if let Some(schema) = schema.and_then(|s| serde_json::to_value(s).ok()) {
+                        let desc = format!("{} ({}/{})", crd.spec.names.kind, crd.spec.group, version.name);
+                        custom.push((desc, schema));
+                        found = true;
+                    }
+                }
+            }
+            if !found {
+                complete = false;
+                if !out.unchecked.contains(wanted) {
+                    out.unchecked.push(wanted.clone());
+                }
+            }
+        }
+        if !complete {
+            continue;
+        }
+        let mut kinds = named.built_in();
+        kinds.extend(custom.iter().map(|(d, v)| (d.clone(), v)));
+        for (j, path) in rule.fields.iter().enumerate() {
+            if let Err(e) = judge(path, &kinds) {
+                out.errors.push(format!("spec.rules[{i}].fields[{j}]: {e}"));
+            }
+        }
+    }
+    out
 }
 
 fn describe(k: &Known) -> String {
@@ -180,6 +252,11 @@ pub fn check_path_in_schema(root: &Value, path: &FieldPath) -> Result<(), Miss> 
     let segments = path.segments();
     let mut node = resolve(root, root);
     for (i, segment) in segments.iter().enumerate() {
+        if node.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true))
+            || node.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true))
+        {
+            return Ok(());
+        }
         if let Some(scalar @ ("string" | "integer" | "number" | "boolean")) = node.get("type").and_then(Value::as_str) {
             let at = FieldPath(segments[..i].to_vec());
             return Err(Miss {
