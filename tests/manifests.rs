@@ -1217,6 +1217,8 @@ fn cluster_role_grants_only_policy_reads_status_writes_events_and_scale_parent_r
         ("apps", "replicasets", "get"),
         ("admissionregistration.k8s.io", "validatingwebhookconfigurations", "get"),
         ("admissionregistration.k8s.io", "validatingwebhookconfigurations", "patch"),
+        // The schemas of the custom resources policies name (policy::kinds::check_with_crds).
+        ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
     ]
     .iter()
     .map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string()))
