@@ -471,6 +471,17 @@ fn push_opt_out(
     } else {
         format!("{what}; the object leaves Git's control until the marker is removed")
     };
+    push_managed_fields_finding(verdict, policy, path, message, break_glass);
+}
+
+/// A finding with the policy's `managedFields` action, replacing any other at its path.
+fn push_managed_fields_finding(
+    verdict: &mut Verdict,
+    policy: &CompiledPolicy,
+    path: String,
+    message: String,
+    break_glass: bool,
+) {
     verdict.findings.retain(|f| f.path != path);
     verdict.findings.push(Finding {
         path,
@@ -522,15 +533,7 @@ fn push_dropped(
         format!("{what}; the next reconcile by {manager} takes them back")
     };
     let path = "metadata.managedFields".to_owned();
-    verdict.findings.retain(|f| f.path != path);
-    verdict.findings.push(Finding {
-        path,
-        message,
-        action: policy.managed_fields,
-        break_glass,
-        policy: policy.name.clone(),
-        repeat: None,
-    });
+    push_managed_fields_finding(verdict, policy, path, message, break_glass);
 }
 
 /// The change with its values replaced by a placeholder when they must not be shown
