@@ -87,6 +87,10 @@ pub struct ProvenanceArgs {
     /// Ownership policy file or directory (repeatable). Without any, the built-in default applies.
     #[arg(long = "policy", env = "HALLMARK_POLICY", value_delimiter = ',')]
     pub policies: Vec<PathBuf>,
+    /// Set kubernetes.io/change-cause on writes that change a Deployment's, StatefulSet's or
+    /// DaemonSet's pod template (true/false); wins over the config file's changeCause.
+    #[arg(long, env = "HALLMARK_CHANGE_CAUSE", value_name = "BOOL")]
+    pub change_cause: Option<bool>,
 }
 
 #[derive(Args, Debug)]
@@ -288,6 +292,9 @@ pub fn settings(args: &ProvenanceArgs) -> Result<Settings, String> {
     }
     if let Some(h) = args.history {
         s.set_history(h).map_err(|why| format!("--history: {why}"))?;
+    }
+    if let Some(c) = args.change_cause {
+        s.change_cause = c;
     }
     Ok(s)
 }

@@ -23,6 +23,7 @@ struct ConfigFile {
     provenance: Option<ProvenanceFile>,
     reconcilers: Option<SubjectsFile>,
     system_writers: Option<SubjectsFile>,
+    change_cause: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -80,6 +81,10 @@ pub struct Settings {
     /// `request.name`), the garbage collector's, and the HPA's `scale` writes; denying
     /// any of them stalls namespace deletion or scaling.
     pub system_writers: Subjects,
+    /// Set `kubernetes.io/change-cause` on writes that change a Deployment's,
+    /// StatefulSet's or DaemonSet's pod template (config `changeCause`, `--change-cause`;
+    /// see [`crate::changecause`]).
+    pub change_cause: bool,
 }
 
 impl Default for Settings {
@@ -91,6 +96,7 @@ impl Default for Settings {
             extra: default_extra(DEFAULT_PREFIX),
             reconcilers: Subjects::default(),
             system_writers: default_system_writers(),
+            change_cause: true,
         }
     }
 }
@@ -168,6 +174,9 @@ impl Settings {
         }
         if let Some(w) = file.system_writers {
             s.system_writers = w.compile(text, source, "systemWriters")?;
+        }
+        if let Some(c) = file.change_cause {
+            s.change_cause = c;
         }
         Ok(s)
     }

@@ -8,6 +8,7 @@
 
 pub mod admission;
 pub mod certs;
+pub mod changecause;
 pub mod cli;
 pub mod config;
 pub mod declare;

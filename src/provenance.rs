@@ -504,7 +504,7 @@ pub fn audit_annotations(
 /// True when `object.metadata.managedFields` shows field manager `manager` (on the main
 /// resource) owning annotation `key`: the write itself supplied it, even when its value
 /// did not change (a server-side or client-side re-apply of the same manifest).
-fn manages_annotation(object: &Value, manager: &str, key: &str) -> bool {
+pub(crate) fn manages_annotation(object: &Value, manager: &str, key: &str) -> bool {
     let field = format!("f:{key}");
     crate::ownership::managed::entries(object).iter().any(|e| {
         e.manager == manager

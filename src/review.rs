@@ -251,7 +251,10 @@ impl Engine {
             Channel::Push
         };
         match self.stamper.stamp(req, object, &changes, channel, now) {
-            Ok(stamp) => {
+            Ok(mut stamp) => {
+                if let Some(op) = self.stamper.change_cause(req, object, &changes, &stamp) {
+                    stamp.ops.push(op);
+                }
                 let mut answer = Answer::allow();
                 answer.warnings = stamp.warnings;
                 answer.audit_annotations = stamp.audit;
