@@ -317,8 +317,15 @@ async fn serve(args: ServeArgs) -> i32 {
             return EXIT_BAD_INPUT;
         }
     };
-    let engine = Engine::new(Stamper::new(settings), args.on_error);
+    // Reconcilers' Git sources (Flux, Argo CD), read from watch caches filled below.
+    let gitops_sources = settings.gitops_sources;
+    let caches = Arc::new(crate::server::sources::SourceCaches::new());
+    let mut engine = Engine::new(Stamper::new(settings), args.on_error);
+    if gitops_sources {
+        engine = engine.with_sources(crate::gitops::Sources(caches.clone()));
+    }
     let state = Arc::new(AppState::new(engine, PolicySet::default()));
+    caches.set_metrics(state.metrics.gitops.clone());
     if args.watch_policies {
         // Not ready until the first list of OwnershipPolicy resources has loaded.
         state.expect_source("crd");
@@ -379,11 +386,19 @@ async fn serve(args: ServeArgs) -> i32 {
     // The parents of scale writes are read through the API (RBAC: get on deployments,
     // statefulsets, replicasets). Without a client, such writes follow --on-error.
     match kube::Client::try_default().await {
-        Ok(client) => state.set_parent_lookup(crate::server::parents::ParentLookup::new(
-            client,
-            Duration::from_millis(args.parent_lookup_timeout_ms.max(1)),
-        )),
+        Ok(client) => {
+            if gitops_sources {
+                crate::server::sources::watch(caches, client.clone()).await;
+            }
+            state.set_parent_lookup(crate::server::parents::ParentLookup::new(
+                client,
+                Duration::from_millis(args.parent_lookup_timeout_ms.max(1)),
+            ))
+        }
         Err(e) => {
+            if gitops_sources {
+                caches.unavailable(&crate::admission::one_line(&e.to_string()));
+            }
             tracing::info!(
                 "no Kubernetes API access (not in a pod, no kubeconfig): a scale write whose parent must be read is answered as --on-error says"
             );

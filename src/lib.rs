@@ -12,6 +12,7 @@ pub mod changecause;
 pub mod cli;
 pub mod config;
 pub mod declare;
+pub mod gitops;
 pub mod metrics;
 pub mod ownership;
 pub mod plugin;

@@ -61,6 +61,9 @@ impl Channel {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trust {
     Verified,
+    /// Read by hallmark from the reconciler's source objects (a Flux Kustomization or
+    /// HelmRelease and its source, an Argo CD Application): [`crate::gitops`].
+    Source,
     Declared,
     None,
 }
@@ -69,6 +72,7 @@ impl Trust {
     pub fn as_str(self) -> &'static str {
         match self {
             Trust::Verified => "verified",
+            Trust::Source => "source",
             Trust::Declared => "declared",
             Trust::None => "none",
         }
@@ -255,6 +259,21 @@ impl Stamper {
         channel: Channel,
         now: jiff::Timestamp,
     ) -> Result<StampResult, StampError> {
+        self.stamp_with(req, object, changes, channel, now, None)
+    }
+
+    /// [`Stamper::stamp`], with the Git source of a reconciler's write as read from its
+    /// Kustomization, HelmRelease or Application (`trust: source`): it comes after
+    /// verified extras and before declared annotations.
+    pub fn stamp_with(
+        &self,
+        req: &AdmissionRequest,
+        object: &Value,
+        changes: &[Change<'_>],
+        channel: Channel,
+        now: jiff::Timestamp,
+        source: Option<&crate::gitops::GitSource>,
+    ) -> Result<StampResult, StampError> {
         let current = current_annotations(object)?;
         let old = match req.operation {
             Operation::Update => req.old_object.as_ref(),
@@ -306,6 +325,26 @@ impl Stamper {
                 }
             }
             (Trust::Verified, verified)
+        } else if let Some(src) = source {
+            let git: Vec<(GitField, String)> = [
+                (GitField::Pipeline, Some(&src.pipeline)),
+                (GitField::Branch, src.branch.as_ref()),
+                (GitField::Commit, src.commit.as_ref()),
+                (GitField::Repository, src.repository.as_ref()),
+            ]
+            .into_iter()
+            .filter_map(|(f, v)| v.filter(|v| !v.is_empty()).map(|v| (f, clean_value(v))))
+            .collect();
+            for (f, v) in &supplied {
+                if git.iter().all(|(gf, gv)| gf != f || gv != v) {
+                    warnings.push(format!(
+                        "{} was replaced: provenance comes from {}",
+                        self.keys.git(*f),
+                        src.pipeline
+                    ));
+                }
+            }
+            (Trust::Source, git)
         } else if declarer && !supplied.is_empty() {
             (Trust::Declared, supplied.iter().map(|(f, v)| (*f, clean_value(v))).collect())
         } else {

@@ -54,3 +54,146 @@ async fn change_cause_can_be_turned_off() {
     assert_eq!(change_cause(&patched(&fixture(name), &response)), None);
     server.stop().await;
 }
+
+/// A stand-in for kube-apiserver with Flux's CRDs (Kustomization, GitRepository) and not
+/// Argo CD's: discovery, LIST and a WATCH that stays open.
+mod flux_api {
+    use axum::Router;
+    use axum::body::Body;
+    use axum::extract::{Path, RawQuery};
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+    use serde_json::{Value, json};
+
+    pub const SHA: &str = "0f2b6b7d3c8e9a1f4b5c6d7e8f9a0b1c2d3e4f5a";
+
+    fn resources(group_version: &str, kind: &str, plural: &str) -> Value {
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": [
+            {"name": plural, "singularName": kind.to_lowercase(), "namespaced": true, "kind": kind,
+             "verbs": ["get", "list", "watch"]}]})
+    }
+
+    fn items(plural: &str) -> Vec<Value> {
+        match plural {
+            "kustomizations" => vec![json!({
+                "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+                "metadata": {"name": "infra", "namespace": "flux-system", "resourceVersion": "7"},
+                "spec": {"sourceRef": {"kind": "GitRepository", "name": "fleet"}, "path": "./infra"},
+                "status": {"lastAttemptedRevision": format!("main@sha1:{SHA}"), "inventory": {"entries": []}}})],
+            "gitrepositories" => vec![json!({
+                "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
+                "metadata": {"name": "fleet", "namespace": "flux-system", "resourceVersion": "8"},
+                "spec": {"url": "https://github.com/acme/fleet", "ref": {"branch": "main"}},
+                "status": {"artifact": {"revision": format!("main@sha1:{SHA}")}}})],
+            _ => vec![],
+        }
+    }
+
+    async fn collection(
+        Path((group, version, plural)): Path<(String, String, String)>,
+        RawQuery(q): RawQuery,
+    ) -> axum::response::Response {
+        if q.unwrap_or_default().contains("watch=true") {
+            return axum::response::Response::new(Body::from_stream(futures_util::stream::pending::<
+                Result<Vec<u8>, std::io::Error>,
+            >()));
+        }
+        axum::Json(json!({"apiVersion": format!("{group}/{version}"), "kind": "List",
+            "metadata": {"resourceVersion": "10"}, "items": items(&plural)}))
+        .into_response()
+    }
+
+    pub fn app() -> Router {
+        let groups = json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [
+            {"name": "kustomize.toolkit.fluxcd.io", "versions": [{"groupVersion": "kustomize.toolkit.fluxcd.io/v1", "version": "v1"}],
+             "preferredVersion": {"groupVersion": "kustomize.toolkit.fluxcd.io/v1", "version": "v1"}},
+            {"name": "source.toolkit.fluxcd.io", "versions": [{"groupVersion": "source.toolkit.fluxcd.io/v1", "version": "v1"}],
+             "preferredVersion": {"groupVersion": "source.toolkit.fluxcd.io/v1", "version": "v1"}}]});
+        Router::new()
+            .route("/apis", get(move || async move { axum::Json(groups.clone()) }))
+            .route(
+                "/apis/kustomize.toolkit.fluxcd.io/v1",
+                get(|| async {
+                    axum::Json(resources("kustomize.toolkit.fluxcd.io/v1", "Kustomization", "kustomizations"))
+                }),
+            )
+            .route(
+                "/apis/source.toolkit.fluxcd.io/v1",
+                get(|| async {
+                    axum::Json(resources("source.toolkit.fluxcd.io/v1", "GitRepository", "gitrepositories"))
+                }),
+            )
+            .route("/apis/{group}/{version}/{plural}", get(collection))
+    }
+}
+
+#[tokio::test]
+async fn a_flux_write_is_stamped_with_the_commit_and_repository_of_its_kustomization() {
+    use hallmark::gitops::{SourceKind, SourceStore, Sources};
+    use hallmark::provenance::Stamper;
+    use hallmark::review::{Engine, OnError};
+    use hallmark::server::sources::SourceCaches;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let api = tokio::spawn(async move { axum::serve(listener, flux_api::app()).await });
+    let client =
+        kube::Client::try_from(kube::Config::new(format!("http://{addr}").parse().expect("uri"))).expect("client");
+
+    let metrics = hallmark::metrics::Metrics::new();
+    let caches = Arc::new(SourceCaches::new());
+    caches.set_metrics(metrics.gitops.clone());
+    hallmark::server::sources::watch(caches.clone(), client).await;
+    let start = std::time::Instant::now();
+    while !(caches.watching(SourceKind::Kustomization) && caches.watching(SourceKind::GitRepository)) {
+        assert!(start.elapsed() < Duration::from_secs(15), "the Flux kinds were listed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Trimmed in the cache: the inventory is never read.
+    let cached = caches.get(SourceKind::Kustomization, "flux-system", "infra").expect("cached");
+    assert!(cached.data.pointer("/status/inventory").is_none());
+
+    let engine = Engine::new(Stamper::new(Settings::default()), OnError::Allow).with_sources(Sources(caches.clone()));
+    let review = fixture("deploy-platform-agent-update-ssa-flux-revert-drift.json");
+    let req = hallmark::admission::Review::decode(&common::body(&review)).expect("review").request;
+    let d = engine.mutate(&req, &PolicySet::default(), jiff::Timestamp::now());
+    let response = serde_json::json!({"patch": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, d.answer.patch.expect("a patch")), "patchType": "JSONPatch"});
+    let s = common::stamp(&patched(&review, &response));
+    assert_eq!(s["hallmark.dev/channel"], "gitops");
+    assert_eq!(s["hallmark.dev/trust"], "source");
+    assert_eq!(s["hallmark.dev/commit"], flux_api::SHA);
+    assert_eq!(s["hallmark.dev/branch"], "main");
+    assert_eq!(s["hallmark.dev/repository"], "https://github.com/acme/fleet");
+    assert_eq!(s["hallmark.dev/pipeline"], "Kustomization/flux-system/infra");
+    assert_eq!(d.answer.audit_annotations["commit"], flux_api::SHA);
+
+    // Argo CD's CRD is not installed: said in the metrics, and its writes stamped as before.
+    let start = std::time::Instant::now();
+    loop {
+        let text = metrics.encode();
+        if text.contains(r#"hallmark_gitops_sources{kind="applications"} 0"#) {
+            assert!(text.contains(r#"hallmark_gitops_sources{kind="kustomizations"} 1"#), "{text}");
+            assert!(text.contains(r#"hallmark_gitops_source_lookups_total{result="found"} 1"#), "{text}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    api.abort();
+}
+
+#[test]
+fn gitops_source_settings_are_read_and_checked() {
+    let s = Settings::from_yaml(
+        "gitopsSources:\n  enabled: false\n  argocdInstanceLabelKey: argocd.example.com/app\n",
+        "c.yaml",
+    )
+    .expect("valid");
+    assert!(!s.gitops_sources);
+    assert_eq!(s.argocd_instance_label, "argocd.example.com/app");
+    let e = Settings::from_yaml("gitopsSources:\n  argocdInstanceLabelKey: \"not a key\"\n", "c.yaml")
+        .expect_err("not a label key");
+    assert_eq!(e.to_string(), "c.yaml:2: gitopsSources.argocdInstanceLabelKey: \"not a key\" is not a label key");
+}

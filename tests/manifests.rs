@@ -1220,6 +1220,12 @@ fn cluster_role_grants_only_policy_reads_status_writes_events_and_scale_parent_r
     ]
     .iter()
     .map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string()))
+    // The GitOps sources a reconciler's write is stamped from, list and watch only.
+    .chain(
+        hallmark::gitops::SourceKind::ALL
+            .iter()
+            .flat_map(|k| ["list", "watch"].map(|verb| (k.group().to_owned(), k.plural().to_owned(), verb.to_owned()))),
+    )
     .collect();
     assert_eq!(have, want, "ClusterRole rules");
 

@@ -4,6 +4,7 @@ pub mod crd;
 pub mod parents;
 pub mod reload;
 pub mod serve;
+pub mod sources;
 pub mod tls;
 pub mod webhook_sync;
 
