@@ -319,6 +319,7 @@ async fn serve(args: ServeArgs) -> i32 {
     };
     // Reconcilers' Git sources (Flux, Argo CD), read from watch caches filled below.
     let gitops_sources = settings.gitops_sources;
+    let events = settings.events;
     let caches = Arc::new(crate::server::sources::SourceCaches::new());
     let mut engine = Engine::new(Stamper::new(settings), args.on_error);
     if gitops_sources {
@@ -389,6 +390,13 @@ async fn serve(args: ServeArgs) -> i32 {
         Ok(client) => {
             if gitops_sources {
                 crate::server::sources::watch(caches, client.clone()).await;
+            }
+            if events {
+                let metrics = state.metrics.events.clone();
+                let (sink, queue) =
+                    crate::server::events::EventSink::new(metrics.clone(), crate::server::events::QUEUE);
+                state.set_events(sink);
+                tokio::spawn(crate::server::events::send_all(client.clone(), queue, metrics));
             }
             state.set_parent_lookup(crate::server::parents::ParentLookup::new(
                 client,

@@ -25,6 +25,7 @@ struct ConfigFile {
     system_writers: Option<SubjectsFile>,
     change_cause: Option<bool>,
     gitops_sources: Option<GitopsSourcesFile>,
+    events: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -100,6 +101,9 @@ pub struct Settings {
     /// Argo CD's `application.instanceLabelKey`, for label tracking (config
     /// `gitopsSources.argocdInstanceLabelKey`).
     pub argocd_instance_label: String,
+    /// Record a Kubernetes Event on the object for each denied and break-glass write
+    /// (config `events`; see `server::events`).
+    pub events: bool,
 }
 
 impl Default for Settings {
@@ -114,6 +118,7 @@ impl Default for Settings {
             change_cause: true,
             gitops_sources: true,
             argocd_instance_label: crate::gitops::ARGOCD_INSTANCE_LABEL.to_owned(),
+            events: true,
         }
     }
 }
@@ -194,6 +199,9 @@ impl Settings {
         }
         if let Some(c) = file.change_cause {
             s.change_cause = c;
+        }
+        if let Some(e) = file.events {
+            s.events = e;
         }
         if let Some(g) = file.gitops_sources {
             if let Some(on) = g.enabled {

@@ -88,6 +88,26 @@ impl GitopsMetrics {
     }
 }
 
+/// `reason` (`OwnershipDenied`, `BreakGlass`) and `result` (`sent`, `dropped`, `failed`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    pub reason: &'static str,
+    pub result: &'static str,
+}
+
+/// `hallmark_events_total{reason,result}`: Kubernetes Events for denied and break-glass
+/// writes, sent, dropped (queue full) or failed (the API refused them).
+#[derive(Clone, Default)]
+pub struct EventMetrics {
+    pub events: Family<EventLabels, Counter>,
+}
+
+impl EventMetrics {
+    pub fn count(&self, reason: &'static str, result: &'static str) {
+        self.events.get_or_create(&EventLabels { reason, result }).inc();
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -116,6 +136,8 @@ pub struct Metrics {
     pub certificate_expiry: Gauge,
     /// GitOps source caches and lookups.
     pub gitops: GitopsMetrics,
+    /// Events for denied and break-glass writes.
+    pub events: EventMetrics,
     policy_names: Mutex<BTreeSet<String>>,
 }
 
@@ -199,6 +221,12 @@ impl Metrics {
             "Reconciler writes whose Git source was looked up, by result (found, no-source, missing, unavailable)",
             gitops.lookups.clone(),
         );
+        let events = EventMetrics::default();
+        registry.register(
+            "events",
+            "Kubernetes Events for denied and break-glass writes, by reason and result (sent, dropped: queue full, failed)",
+            events.events.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -216,6 +244,7 @@ impl Metrics {
             policies_rejected,
             certificate_expiry,
             gitops,
+            events,
             policy_names: Mutex::new(BTreeSet::new()),
         }
     }

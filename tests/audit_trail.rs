@@ -197,3 +197,139 @@ fn gitops_source_settings_are_read_and_checked() {
         .expect_err("not a label key");
     assert_eq!(e.to_string(), "c.yaml:2: gitopsSources.argocdInstanceLabelKey: \"not a key\" is not a label key");
 }
+
+/// A stand-in for kube-apiserver's events.k8s.io/v1 API that keeps what it was sent.
+mod events_api {
+    use axum::Router;
+    use axum::extract::{Path, State};
+    use axum::routing::{patch, post};
+    use serde_json::Value;
+    use std::sync::{Arc, Mutex};
+
+    pub type Seen = Arc<Mutex<Vec<(String, Value)>>>;
+
+    async fn create(State(seen): State<Seen>, Path(ns): Path<String>, body: axum::body::Bytes) -> axum::Json<Value> {
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        seen.lock().expect("lock").push((format!("POST {ns}"), v.clone()));
+        axum::Json(v)
+    }
+
+    async fn update(
+        State(seen): State<Seen>,
+        Path((ns, name)): Path<(String, String)>,
+        body: axum::body::Bytes,
+    ) -> axum::Json<Value> {
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        seen.lock().expect("lock").push((format!("PATCH {ns}/{name}"), v.clone()));
+        axum::Json(v)
+    }
+
+    pub fn app(seen: Seen) -> Router {
+        Router::new()
+            .route("/apis/events.k8s.io/v1/namespaces/{ns}/events", post(create))
+            .route("/apis/events.k8s.io/v1/namespaces/{ns}/events/{name}", patch(update))
+            .with_state(seen)
+    }
+}
+
+#[tokio::test]
+async fn denied_and_break_glass_writes_leave_aggregated_events_on_the_object() {
+    use hallmark::server::events::{EventSink, QUEUE, send_all};
+    use std::time::Duration;
+
+    let seen = events_api::Seen::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = events_api::app(seen.clone());
+    let api = tokio::spawn(async move { axum::serve(listener, app).await });
+    let client =
+        kube::Client::try_from(kube::Config::new(format!("http://{addr}").parse().expect("uri"))).expect("client");
+
+    let policies =
+        hallmark::policy::load::parse_documents(common::PLATFORM_MANAGED_FIELDS_DENY, "p.yaml").expect("policy");
+    let server = TestServer::start_with(Settings::default(), PolicySet { policies }, ServeOptions::default()).await;
+    let metrics = server.state.metrics.events.clone();
+    let (sink, queue) = EventSink::new(metrics.clone(), QUEUE);
+    server.state.set_events(sink);
+    let sender = tokio::spawn(send_all(client, queue, metrics));
+    let mut client = server.client().await;
+
+    let denied = "deploy-platform-agent-update-patch-cpu-dev-flux-owned.json";
+    for _ in 0..2 {
+        let r = client.post("/validate", fixture_bytes(denied)).await.response();
+        assert_eq!(r["allowed"], false);
+    }
+    // A dry run is answered the same, and leaves no Event.
+    let mut dry = fixture(denied);
+    dry["request"]["dryRun"] = serde_json::json!(true);
+    assert_eq!(client.post("/validate", common::body(&dry)).await.response()["allowed"], false);
+    let glass = "deploy-platform-agent-update-patch-memory-sre-alice-break-glass.json";
+    assert_eq!(client.post("/validate", fixture_bytes(glass)).await.response()["allowed"], true);
+
+    let start = std::time::Instant::now();
+    while seen.lock().expect("lock").len() < 3 {
+        assert!(start.elapsed() < Duration::from_secs(15), "{:?}", seen.lock().expect("lock"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 3, "two denials aggregate into one Event, the dry run adds none: {seen:?}");
+    let (first, denial) = &seen[0];
+    assert_eq!(first, "POST team-a");
+    assert_eq!(denial["reason"], "OwnershipDenied");
+    assert_eq!(denial["type"], "Warning");
+    assert_eq!(denial["reportingController"], "hallmark");
+    assert_eq!(denial["regarding"]["kind"], "Deployment");
+    assert_eq!(denial["regarding"]["apiVersion"], "apps/v1");
+    assert_eq!(denial["regarding"]["name"], "platform-agent");
+    assert_eq!(denial["regarding"]["uid"], "8bdec130-94a9-42b5-bb43-48c6225832f0");
+    let note = denial["note"].as_str().expect("note");
+    assert!(
+        note.starts_with(
+            "dev was denied a change of Git-owned fields spec.template.spec.containers[name=agent].resources.limits.cpu"
+        ),
+        "{note}"
+    );
+    assert!(
+        note.contains("platform-config (Git: https://git.example.com/sre/cluster-config; policy platform)"),
+        "{note}"
+    );
+    let name = denial["metadata"]["name"].as_str().expect("name");
+    assert_eq!(seen[1].0, format!("PATCH team-a/{name}"), "the repeat is a series on the same Event");
+    assert_eq!(seen[1].1["series"]["count"], 2);
+    assert_eq!(seen[2].1["reason"], "BreakGlass");
+    assert!(seen[2].1["note"].as_str().expect("note").starts_with("sre-alice overrode (break-glass) Git-owned fields spec.template.spec.containers[name=agent].resources.limits.memory"));
+    let text = server.metrics().await;
+    assert!(text.contains(r#"hallmark_events_total{reason="OwnershipDenied",result="sent"} 2"#), "{text}");
+    assert!(text.contains(r#"hallmark_events_total{reason="BreakGlass",result="sent"} 1"#), "{text}");
+    sender.abort();
+    api.abort();
+    server.stop().await;
+}
+
+#[test]
+fn a_full_queue_drops_events_and_counts_them() {
+    use hallmark::server::events::EventSink;
+    let policies =
+        hallmark::policy::load::parse_documents(common::PLATFORM_MANAGED_FIELDS_DENY, "p.yaml").expect("policy");
+    let policies = PolicySet { policies };
+    let engine = hallmark::review::Engine::new(
+        hallmark::provenance::Stamper::new(Settings::default()),
+        hallmark::review::OnError::Allow,
+    );
+    let req = hallmark::admission::Review::decode(&fixture_bytes(
+        "deploy-platform-agent-update-patch-cpu-dev-flux-owned.json",
+    ))
+    .expect("review")
+    .request;
+    let decision = engine.validate(&req, &policies);
+    assert_eq!(decision.outcome, "denied");
+    let metrics = hallmark::metrics::Metrics::new();
+    let (sink, mut queue) = EventSink::new(metrics.events.clone(), 1);
+    sink.offer(&req, &decision, &policies);
+    sink.offer(&req, &decision, &policies);
+    let text = metrics.encode();
+    assert!(text.contains(r#"hallmark_events_total{reason="OwnershipDenied",result="dropped"} 1"#), "{text}");
+    assert!(queue.try_recv().is_ok(), "the first one is queued");
+    assert!(queue.try_recv().is_err());
+}
