@@ -81,8 +81,14 @@ pub fn drift(obj: &Value, resource: &str, policies: &[&CompiledPolicy], keys: &K
         .flat_map(|e| e.changed.iter().filter_map(|c| path::parse(c).ok()))
         .collect();
 
+    // A reconciler field manager's entry that `owners` left unclaimed (a policy with
+    // `managedFields: ignore`) is still the reconciler's.
+    let is_reconciler = |manager: &str| policies.iter().any(|p| p.is_reconciler_field_manager(manager));
+    for m in grouped.managers.iter().filter(|m| is_reconciler(&m.manager)) {
+        held_by_git.extend(m.fields.iter().filter_map(|f| path::parse(f).ok()));
+    }
     for m in &grouped.managers {
-        if m.subresource.as_deref().is_some_and(|s| s != "scale") {
+        if m.subresource.as_deref().is_some_and(|s| s != "scale") || is_reconciler(&m.manager) {
             continue;
         }
         for field in &m.fields {
@@ -218,7 +224,10 @@ pub fn patch_yaml(obj: &Value, report: &DriftReport) -> String {
     );
     for d in &report.fields {
         let Ok(p) = path::parse(&d.field) else { continue };
-        let who = d.changed.by.as_deref().unwrap_or("unknown");
+        let who = d.changed.by.clone().unwrap_or_else(|| match &d.changed.manager {
+            Some(m) => format!("{m} (manager)"),
+            None => "unknown".to_owned(),
+        });
         let channel = d.changed.channel.as_deref().map(|c| format!(", {c}")).unwrap_or_default();
         let at = d.changed.at.as_deref().map(|a| format!(" at {a}")).unwrap_or_default();
         let addressed = insert(&mut doc, p.segments(), &d.value);
@@ -257,7 +266,8 @@ pub fn render_drift(items: &[ObjectDrift], all_namespaces: bool, headers: bool, 
                 id.name.clone(),
                 d.field.clone(),
                 value,
-                cell(d.changed.by.as_deref()),
+                // Only the field manager is known when the history does not reach back.
+                d.changed.by.clone().unwrap_or_else(|| format!("{} (manager)", cell(d.changed.manager.as_deref()))),
                 cell(d.changed.channel.as_deref()),
                 d.changed.at.as_deref().map_or_else(|| cell(None), |at| super::age::age(at, now)),
                 d.manager.clone(),
