@@ -314,16 +314,16 @@ impl Stamper {
             })
             .collect();
         let declarer = self.settings.declarers.contains(&user.username, &user.groups);
-        let (trust, git): (Trust, Vec<(GitField, String)>) = if !verified.is_empty() {
+        // A supplied annotation that the stamp's own value replaces, with a warning.
+        let mut replaced = |git: &[(GitField, String)], from: &str| {
             for (f, v) in &supplied {
-                if verified.iter().all(|(vf, vv)| vf != f || vv != v) {
-                    warnings.push(format!(
-                        "{} was replaced: provenance comes from the verified identity of {}",
-                        self.keys.git(*f),
-                        user.username
-                    ));
+                if git.iter().all(|(gf, gv)| gf != f || gv != v) {
+                    warnings.push(format!("{} was replaced: provenance comes from {from}", self.keys.git(*f)));
                 }
             }
+        };
+        let (trust, git): (Trust, Vec<(GitField, String)>) = if !verified.is_empty() {
+            replaced(&verified, &format!("the verified identity of {}", user.username));
             (Trust::Verified, verified)
         } else if let Some(src) = source {
             let git: Vec<(GitField, String)> = [
@@ -335,15 +335,7 @@ impl Stamper {
             .into_iter()
             .filter_map(|(f, v)| v.filter(|v| !v.is_empty()).map(|v| (f, clean_value(v))))
             .collect();
-            for (f, v) in &supplied {
-                if git.iter().all(|(gf, gv)| gf != f || gv != v) {
-                    warnings.push(format!(
-                        "{} was replaced: provenance comes from {}",
-                        self.keys.git(*f),
-                        src.pipeline
-                    ));
-                }
-            }
+            replaced(&git, &src.pipeline);
             (Trust::Source, git)
         } else if declarer && !supplied.is_empty() {
             (Trust::Declared, supplied.iter().map(|(f, v)| (*f, clean_value(v))).collect())

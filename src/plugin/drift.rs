@@ -130,12 +130,15 @@ pub fn value_at<'a>(obj: &'a Value, path: &FieldPath) -> Option<&'a Value> {
                 at.as_array()?.iter().find(|item| **item == want)?
             }
             Segment::Any => return None,
-            Segment::Key(pairs) => at.as_array()?.iter().find(|item| {
-                pairs.iter().all(|(k, v)| item.get(k).is_some_and(|x| scalar_text(x).as_deref() == Some(v.as_str())))
-            })?,
+            Segment::Key(pairs) => at.as_array()?.iter().find(|item| has_keys(item, pairs))?,
         };
     }
     Some(at)
+}
+
+/// Is `item` the keyed list element `[k=v,…]`?
+fn has_keys(item: &Value, pairs: &[(String, String)]) -> bool {
+    pairs.iter().all(|(k, v)| item.get(k).is_some_and(|x| scalar_text(x).as_deref() == Some(v.as_str())))
 }
 
 /// A key field's value as the path syntax writes it (a string unquoted).
@@ -190,9 +193,7 @@ fn insert(into: &mut Value, path: &[Segment], value: &Value) -> bool {
                 *into = Value::Array(Vec::new());
             }
             let Some(list) = into.as_array_mut() else { return false };
-            let pos = list.iter().position(|item| {
-                pairs.iter().all(|(k, v)| item.get(k).is_some_and(|x| scalar_text(x).as_deref() == Some(v.as_str())))
-            });
+            let pos = list.iter().position(|item| has_keys(item, pairs));
             let pos = match pos {
                 Some(p) => p,
                 None => {
