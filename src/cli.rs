@@ -87,6 +87,10 @@ pub struct ProvenanceArgs {
     /// Ownership policy file or directory (repeatable). Without any, the built-in default applies.
     #[arg(long = "policy", env = "HALLMARK_POLICY", value_delimiter = ',')]
     pub policies: Vec<PathBuf>,
+    /// Set kubernetes.io/change-cause on writes that change a Deployment's, StatefulSet's or
+    /// DaemonSet's pod template (true/false); wins over the config file's changeCause.
+    #[arg(long, env = "HALLMARK_CHANGE_CAUSE", value_name = "BOOL")]
+    pub change_cause: Option<bool>,
 }
 
 #[derive(Args, Debug)]
@@ -289,6 +293,9 @@ pub fn settings(args: &ProvenanceArgs) -> Result<Settings, String> {
     if let Some(h) = args.history {
         s.set_history(h).map_err(|why| format!("--history: {why}"))?;
     }
+    if let Some(c) = args.change_cause {
+        s.change_cause = c;
+    }
     Ok(s)
 }
 
@@ -310,8 +317,16 @@ async fn serve(args: ServeArgs) -> i32 {
             return EXIT_BAD_INPUT;
         }
     };
-    let engine = Engine::new(Stamper::new(settings), args.on_error);
+    // Reconcilers' Git sources (Flux, Argo CD), read from watch caches filled below.
+    let gitops_sources = settings.gitops_sources;
+    let events = settings.events;
+    let caches = Arc::new(crate::server::sources::SourceCaches::new());
+    let mut engine = Engine::new(Stamper::new(settings), args.on_error);
+    if gitops_sources {
+        engine = engine.with_sources(crate::gitops::Sources(caches.clone()));
+    }
     let state = Arc::new(AppState::new(engine, PolicySet::default()));
+    caches.set_metrics(state.metrics.gitops.clone());
     if args.watch_policies {
         // Not ready until the first list of OwnershipPolicy resources has loaded.
         state.expect_source("crd");
@@ -372,11 +387,26 @@ async fn serve(args: ServeArgs) -> i32 {
     // The parents of scale writes are read through the API (RBAC: get on deployments,
     // statefulsets, replicasets). Without a client, such writes follow --on-error.
     match kube::Client::try_default().await {
-        Ok(client) => state.set_parent_lookup(crate::server::parents::ParentLookup::new(
-            client,
-            Duration::from_millis(args.parent_lookup_timeout_ms.max(1)),
-        )),
+        Ok(client) => {
+            if gitops_sources {
+                crate::server::sources::watch(caches, client.clone()).await;
+            }
+            if events {
+                let metrics = state.metrics.events.clone();
+                let (sink, queue) =
+                    crate::server::events::EventSink::new(metrics.clone(), crate::server::events::QUEUE);
+                state.set_events(sink);
+                tokio::spawn(crate::server::events::send_all(client.clone(), queue, metrics));
+            }
+            state.set_parent_lookup(crate::server::parents::ParentLookup::new(
+                client,
+                Duration::from_millis(args.parent_lookup_timeout_ms.max(1)),
+            ))
+        }
         Err(e) => {
+            if gitops_sources {
+                caches.unavailable(&crate::admission::one_line(&e.to_string()));
+            }
             tracing::info!(
                 "no Kubernetes API access (not in a pod, no kubeconfig): a scale write whose parent must be read is answered as --on-error says"
             );

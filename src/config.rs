@@ -23,6 +23,16 @@ struct ConfigFile {
     provenance: Option<ProvenanceFile>,
     reconcilers: Option<SubjectsFile>,
     system_writers: Option<SubjectsFile>,
+    change_cause: Option<bool>,
+    gitops_sources: Option<GitopsSourcesFile>,
+    events: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct GitopsSourcesFile {
+    enabled: Option<bool>,
+    argocd_instance_label_key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -80,6 +90,20 @@ pub struct Settings {
     /// `request.name`), the garbage collector's, and the HPA's `scale` writes; denying
     /// any of them stalls namespace deletion or scaling.
     pub system_writers: Subjects,
+    /// Set `kubernetes.io/change-cause` on writes that change a Deployment's,
+    /// StatefulSet's or DaemonSet's pod template (config `changeCause`, `--change-cause`;
+    /// see [`crate::changecause`]).
+    pub change_cause: bool,
+    /// Stamp reconciler writes with the Git source of their Flux Kustomization or
+    /// HelmRelease or Argo CD Application, read from watch caches (config
+    /// `gitopsSources.enabled`; see [`crate::gitops`]).
+    pub gitops_sources: bool,
+    /// Argo CD's `application.instanceLabelKey`, for label tracking (config
+    /// `gitopsSources.argocdInstanceLabelKey`).
+    pub argocd_instance_label: String,
+    /// Record a Kubernetes Event on the object for each denied and break-glass write
+    /// (config `events`; see `server::events`).
+    pub events: bool,
 }
 
 impl Default for Settings {
@@ -91,6 +115,10 @@ impl Default for Settings {
             extra: default_extra(DEFAULT_PREFIX),
             reconcilers: Subjects::default(),
             system_writers: default_system_writers(),
+            change_cause: true,
+            gitops_sources: true,
+            argocd_instance_label: crate::gitops::ARGOCD_INSTANCE_LABEL.to_owned(),
+            events: true,
         }
     }
 }
@@ -169,6 +197,30 @@ impl Settings {
         if let Some(w) = file.system_writers {
             s.system_writers = w.compile(text, source, "systemWriters")?;
         }
+        if let Some(c) = file.change_cause {
+            s.change_cause = c;
+        }
+        if let Some(e) = file.events {
+            s.events = e;
+        }
+        if let Some(g) = file.gitops_sources {
+            if let Some(on) = g.enabled {
+                s.gitops_sources = on;
+            }
+            if let Some(key) = g.argocd_instance_label_key {
+                let valid = match key.split_once('/') {
+                    Some((prefix, name)) => is_dns_subdomain(prefix) && is_label_name(name),
+                    None => is_label_name(&key),
+                };
+                if !valid {
+                    return Err(ConfigError(format!(
+                        "{source}{}: gitopsSources.argocdInstanceLabelKey: {key:?} is not a label key",
+                        at("argocdInstanceLabelKey")
+                    )));
+                }
+                s.argocd_instance_label = key;
+            }
+        }
         Ok(s)
     }
 
@@ -215,6 +267,16 @@ pub fn is_dns_label(s: &str) -> bool {
 /// Deployment, ...) and an annotation prefix's domain.
 pub fn is_dns_subdomain(s: &str) -> bool {
     s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+/// The name part of a label key: at most 63 characters, alphanumerics, `-`, `_` and `.`,
+/// starting and ending alphanumeric (`IsQualifiedName` in apimachinery).
+fn is_label_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && s.as_bytes().first().is_some_and(u8::is_ascii_alphanumeric)
+        && s.as_bytes().last().is_some_and(u8::is_ascii_alphanumeric)
 }
 
 /// serde_yaml appends " at line X column Y"; the location is printed in front instead.

@@ -8,9 +8,11 @@
 
 pub mod admission;
 pub mod certs;
+pub mod changecause;
 pub mod cli;
 pub mod config;
 pub mod declare;
+pub mod gitops;
 pub mod metrics;
 pub mod ownership;
 pub mod plugin;

@@ -55,6 +55,59 @@ pub struct SourceLabels {
     pub source: &'static str,
 }
 
+/// `kind`: a GitOps resource hallmark caches (`kustomizations`, `gitrepositories`, …).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GitopsKindLabels {
+    pub kind: &'static str,
+}
+
+/// `result` of a GitOps source lookup (`found`, `no-source`, `missing`, `unavailable`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LookupLabels {
+    pub result: &'static str,
+}
+
+/// The GitOps source caches' metrics (docs/audit-trail.md), shared with
+/// `server::sources` (families are handles: clones count into the same series).
+#[derive(Clone, Default)]
+pub struct GitopsMetrics {
+    /// `hallmark_gitops_sources{kind}`: 1 while the kind is cached, 0 when its CRD is not
+    /// installed or hallmark may not list and watch it.
+    pub sources: Family<GitopsKindLabels, Gauge>,
+    /// `hallmark_gitops_source_lookups_total{result}`: reconciler writes looked up.
+    pub lookups: Family<LookupLabels, Counter>,
+}
+
+impl GitopsMetrics {
+    pub fn set_source(&self, kind: &'static str, cached: bool) {
+        self.sources.get_or_create(&GitopsKindLabels { kind }).set(i64::from(cached));
+    }
+
+    pub fn lookup(&self, result: &'static str) {
+        self.lookups.get_or_create(&LookupLabels { result }).inc();
+    }
+}
+
+/// `reason` (`OwnershipDenied`, `BreakGlass`) and `result` (`sent`, `dropped`, `failed`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    pub reason: &'static str,
+    pub result: &'static str,
+}
+
+/// `hallmark_events_total{reason,result}`: Kubernetes Events for denied and break-glass
+/// writes, sent, dropped (queue full) or failed (the API refused them).
+#[derive(Clone, Default)]
+pub struct EventMetrics {
+    pub events: Family<EventLabels, Counter>,
+}
+
+impl EventMetrics {
+    pub fn count(&self, reason: &'static str, result: &'static str) {
+        self.events.get_or_create(&EventLabels { reason, result }).inc();
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -81,6 +134,10 @@ pub struct Metrics {
     /// `hallmark_certificate_expiry_timestamp_seconds`: notAfter of the serving certificate
     /// in force, in Unix seconds (set at start and on every reload).
     pub certificate_expiry: Gauge,
+    /// GitOps source caches and lookups.
+    pub gitops: GitopsMetrics,
+    /// Events for denied and break-glass writes.
+    pub events: EventMetrics,
     policy_names: Mutex<BTreeSet<String>>,
 }
 
@@ -153,6 +210,23 @@ impl Metrics {
             "notAfter of the serving certificate in force, in Unix seconds",
             certificate_expiry.clone(),
         );
+        let gitops = GitopsMetrics::default();
+        registry.register(
+            "gitops_sources",
+            "GitOps resources hallmark caches to stamp reconciler writes with their Git source: 1 cached, 0 not installed or not readable",
+            gitops.sources.clone(),
+        );
+        registry.register(
+            "gitops_source_lookups",
+            "Reconciler writes whose Git source was looked up, by result (found, no-source, missing, unavailable)",
+            gitops.lookups.clone(),
+        );
+        let events = EventMetrics::default();
+        registry.register(
+            "events",
+            "Kubernetes Events for denied and break-glass writes, by reason and result (sent, dropped: queue full, failed)",
+            events.events.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -169,6 +243,8 @@ impl Metrics {
             ownership,
             policies_rejected,
             certificate_expiry,
+            gitops,
+            events,
             policy_names: Mutex::new(BTreeSet::new()),
         }
     }

@@ -61,6 +61,9 @@ impl Channel {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trust {
     Verified,
+    /// Read by hallmark from the reconciler's source objects (a Flux Kustomization or
+    /// HelmRelease and its source, an Argo CD Application): [`crate::gitops`].
+    Source,
     Declared,
     None,
 }
@@ -69,6 +72,7 @@ impl Trust {
     pub fn as_str(self) -> &'static str {
         match self {
             Trust::Verified => "verified",
+            Trust::Source => "source",
             Trust::Declared => "declared",
             Trust::None => "none",
         }
@@ -255,6 +259,21 @@ impl Stamper {
         channel: Channel,
         now: jiff::Timestamp,
     ) -> Result<StampResult, StampError> {
+        self.stamp_with(req, object, changes, channel, now, None)
+    }
+
+    /// [`Stamper::stamp`], with the Git source of a reconciler's write as read from its
+    /// Kustomization, HelmRelease or Application (`trust: source`): it comes after
+    /// verified extras and before declared annotations.
+    pub fn stamp_with(
+        &self,
+        req: &AdmissionRequest,
+        object: &Value,
+        changes: &[Change<'_>],
+        channel: Channel,
+        now: jiff::Timestamp,
+        source: Option<&crate::gitops::GitSource>,
+    ) -> Result<StampResult, StampError> {
         let current = current_annotations(object)?;
         let old = match req.operation {
             Operation::Update => req.old_object.as_ref(),
@@ -295,17 +314,29 @@ impl Stamper {
             })
             .collect();
         let declarer = self.settings.declarers.contains(&user.username, &user.groups);
-        let (trust, git): (Trust, Vec<(GitField, String)>) = if !verified.is_empty() {
+        // A supplied annotation that the stamp's own value replaces, with a warning.
+        let mut replaced = |git: &[(GitField, String)], from: &str| {
             for (f, v) in &supplied {
-                if verified.iter().all(|(vf, vv)| vf != f || vv != v) {
-                    warnings.push(format!(
-                        "{} was replaced: provenance comes from the verified identity of {}",
-                        self.keys.git(*f),
-                        user.username
-                    ));
+                if git.iter().all(|(gf, gv)| gf != f || gv != v) {
+                    warnings.push(format!("{} was replaced: provenance comes from {from}", self.keys.git(*f)));
                 }
             }
+        };
+        let (trust, git): (Trust, Vec<(GitField, String)>) = if !verified.is_empty() {
+            replaced(&verified, &format!("the verified identity of {}", user.username));
             (Trust::Verified, verified)
+        } else if let Some(src) = source {
+            let git: Vec<(GitField, String)> = [
+                (GitField::Pipeline, Some(&src.pipeline)),
+                (GitField::Branch, src.branch.as_ref()),
+                (GitField::Commit, src.commit.as_ref()),
+                (GitField::Repository, src.repository.as_ref()),
+            ]
+            .into_iter()
+            .filter_map(|(f, v)| v.filter(|v| !v.is_empty()).map(|v| (f, clean_value(v))))
+            .collect();
+            replaced(&git, &src.pipeline);
+            (Trust::Source, git)
         } else if declarer && !supplied.is_empty() {
             (Trust::Declared, supplied.iter().map(|(f, v)| (*f, clean_value(v))).collect())
         } else {
@@ -504,7 +535,7 @@ pub fn audit_annotations(
 /// True when `object.metadata.managedFields` shows field manager `manager` (on the main
 /// resource) owning annotation `key`: the write itself supplied it, even when its value
 /// did not change (a server-side or client-side re-apply of the same manifest).
-fn manages_annotation(object: &Value, manager: &str, key: &str) -> bool {
+pub(crate) fn manages_annotation(object: &Value, manager: &str, key: &str) -> bool {
     let field = format!("f:{key}");
     crate::ownership::managed::entries(object).iter().any(|e| {
         e.manager == manager

@@ -123,11 +123,19 @@ impl Decision {
 pub struct Engine {
     pub stamper: Stamper,
     pub on_error: OnError,
+    /// The watch caches of the GitOps sources (docs/audit-trail.md), when the server has them.
+    pub sources: Option<crate::gitops::Sources>,
 }
 
 impl Engine {
     pub fn new(stamper: Stamper, on_error: OnError) -> Engine {
-        Engine { stamper, on_error }
+        Engine { stamper, on_error, sources: None }
+    }
+
+    /// Reads reconcilers' Git sources from `sources` (`gitopsSources.enabled`).
+    pub fn with_sources(mut self, sources: crate::gitops::Sources) -> Engine {
+        self.sources = Some(sources);
+        self
     }
 
     fn diff_options(&self) -> DiffOptions<'_> {
@@ -250,8 +258,22 @@ impl Engine {
         } else {
             Channel::Push
         };
-        match self.stamper.stamp(req, object, &changes, channel, now) {
-            Ok(stamp) => {
+        // A reconciler's write: the commit, branch and repository of what it applies.
+        let source = match (&self.sources, channel) {
+            (Some(sources), Channel::Gitops) if self.stamper.settings.gitops_sources => crate::gitops::lookup(
+                object,
+                req.field_manager(),
+                &self.stamper.settings.argocd_instance_label,
+                sources.0.as_ref(),
+            )
+            .found(),
+            _ => None,
+        };
+        match self.stamper.stamp_with(req, object, &changes, channel, now, source.as_ref()) {
+            Ok(mut stamp) => {
+                if let Some(op) = self.stamper.change_cause(req, object, &changes, &stamp) {
+                    stamp.ops.push(op);
+                }
                 let mut answer = Answer::allow();
                 answer.warnings = stamp.warnings;
                 answer.audit_annotations = stamp.audit;

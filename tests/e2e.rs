@@ -214,7 +214,7 @@ async fn start_and_register_with(
         "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
         "metadata": {"name": format!("{ns}-stamp"), "labels": {RUN_LABEL: ns}},
         "webhooks": [{"name": "stamp.hallmark.dev", "clientConfig": {"url": format!("{}/mutate", env.url), "caBundle": ca},
-            "rules": rules, "namespaceSelector": selector, "sideEffects": "None", "admissionReviewVersions": ["v1"],
+            "rules": rules, "namespaceSelector": selector, "sideEffects": "NoneOnDryRun", "admissionReviewVersions": ["v1"],
             "failurePolicy": "Fail", "timeoutSeconds": 5, "reinvocationPolicy": "IfNeeded"}]
     }))
     .expect("mutating config");
@@ -222,7 +222,7 @@ async fn start_and_register_with(
         "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
         "metadata": {"name": format!("{ns}-ownership"), "labels": {RUN_LABEL: ns}},
         "webhooks": [{"name": "ownership.hallmark.dev", "clientConfig": {"url": format!("{}/validate", env.url), "caBundle": ca},
-            "rules": rules, "namespaceSelector": selector, "sideEffects": "None", "admissionReviewVersions": ["v1"],
+            "rules": rules, "namespaceSelector": selector, "sideEffects": "NoneOnDryRun", "admissionReviewVersions": ["v1"],
             "failurePolicy": "Fail", "timeoutSeconds": 5}]
     }))
     .expect("validating config");
@@ -941,4 +941,200 @@ async fn verdicts_scenario(env: &Env, ns: &str, state: &AppState) {
     let opt_out = json!({"metadata": {"annotations": {"kustomize.toolkit.fluxcd.io/reconcile": "disabled"}}});
     dev.patch("agent", &params, &Patch::Merge(&opt_out)).await.expect("warned, allowed");
     assert!(validate_count(state, "warned") > warned, "opting out is Git's to do");
+}
+
+/// The audit trail (docs/audit-trail.md) on a real kube-apiserver and
+/// kube-controller-manager with Flux's and Argo CD's CRDs installed (no controllers: their
+/// writes are made with their identities and field managers, their status set by hand).
+/// Skipped without the CRDs. Uses its own namespace and webhook configurations, deleted
+/// at the end, whatever happens.
+#[tokio::test]
+async fn e2e_audit_trail() {
+    let Some(env) = env() else { return };
+    let _serial = SERIAL.lock().await;
+    let ns = format!("hallmark-e2e-trail-{}", std::process::id());
+    let admin = client_as(&env, None).await;
+    for group in ["kustomize.toolkit.fluxcd.io", "source.toolkit.fluxcd.io", "argoproj.io"] {
+        if kube::discovery::group(&admin, group).await.is_err() {
+            eprintln!("SKIPPED: e2e_audit_trail needs the Flux and Argo CD CRDs ({group} is not served)");
+            return;
+        }
+    }
+    let (stop, state) = start_and_register_with(&env, &ns, false).await;
+    let _registered = Registered::new(&env, &ns, stop);
+    let result = tokio::time::timeout(Duration::from_secs(240), audit_trail_scenario(&env, &ns, &state)).await;
+    result.expect("scenario finished in time");
+}
+
+async fn audit_trail_scenario(env: &Env, ns: &str, state: &Arc<AppState>) {
+    use hallmark::server::sources::SourceCaches;
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let admin = client_as(env, None).await;
+    // The webhook configurations of this file say sideEffects None; the deployed ones say
+    // NoneOnDryRun: Events are never sent for a dry run either way (tested below).
+    let sha = "0f2b6b7d3c8e9a1f4b5c6d7e8f9a0b1c2d3e4f5a";
+    let argo_sha = "9a1f4b5c6d7e8f9a0b1c2d3e4f5a0f2b6b7d3c8e";
+    let dynamic = |group: &str, version: &str, kind: &str, plural: &str| {
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
+    };
+    let create = |ar: ApiResource, namespace: &str, body: Value| {
+        let api: Api<DynamicObject> = Api::namespaced_with(admin.clone(), namespace, &ar);
+        async move {
+            let obj: DynamicObject = serde_json::from_value(body).expect("object");
+            let name = obj.metadata.name.clone().expect("name");
+            let created = api.create(&PostParams::default(), &obj).await.expect("create");
+            let mut status = serde_json::to_value(&obj).expect("json");
+            status["metadata"]["resourceVersion"] = json!(created.metadata.resource_version);
+            let status: DynamicObject = serde_json::from_value(status).expect("status object");
+            api.replace_status(&name, &PostParams::default(), &status).await.expect("status set by hand");
+        }
+    };
+    // Flux: a GitRepository and a Kustomization in the middle of a reconcile.
+    create(dynamic("source.toolkit.fluxcd.io", "v1", "GitRepository", "gitrepositories"), ns, json!({
+        "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
+        "metadata": {"name": "fleet", "namespace": ns},
+        "spec": {"url": "https://github.com/acme/fleet", "interval": "1m", "ref": {"branch": "main"}},
+        "status": {"artifact": {"revision": format!("main@sha1:{sha}"), "path": "x", "url": "http://x", "digest": "sha256:00", "lastUpdateTime": "2026-11-27T10:00:00Z"}}})).await;
+    create(dynamic("kustomize.toolkit.fluxcd.io", "v1", "Kustomization", "kustomizations"), ns, json!({
+        "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+        "metadata": {"name": "apps", "namespace": ns},
+        "spec": {"interval": "5m", "prune": true, "path": "./apps", "sourceRef": {"kind": "GitRepository", "name": "fleet"}},
+        "status": {"lastAttemptedRevision": format!("main@sha1:{sha}")}})).await;
+    // Argo CD: an Application whose sync is running.
+    create(
+        dynamic("argoproj.io", "v1alpha1", "Application", "applications"),
+        ns,
+        json!({
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+        "metadata": {"name": "guestbook", "namespace": ns},
+        "spec": {"project": "default", "destination": {"server": "https://kubernetes.default.svc", "namespace": ns},
+                 "source": {"repoURL": "https://github.com/acme/apps", "targetRevision": "main", "path": "guestbook"}},
+        "status": {"sync": {"status": "OutOfSync", "revision": argo_sha},
+                   "operationState": {"phase": "Running", "startedAt": "2026-11-27T10:00:00Z",
+                       "operation": {"sync": {"revision": "main"}}, "syncResult": {"revision": argo_sha}}}}),
+    )
+    .await;
+    // The server under test reads them through its watch caches.
+    let caches = Arc::new(SourceCaches::new());
+    caches.set_metrics(state.metrics.gitops.clone());
+    hallmark::server::sources::watch(caches.clone(), admin.clone()).await;
+    // (The e2e server's engine is built without caches: check the lookup the way /mutate does.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !["kustomizations", "gitrepositories", "applications"]
+        .iter()
+        .all(|k| state.metrics.encode().contains(&format!("hallmark_gitops_sources{{kind=\"{k}\"}} 1")))
+    {
+        assert!(std::time::Instant::now() < deadline, "the GitOps kinds were cached: {}", state.metrics.encode());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let store: &dyn hallmark::gitops::SourceStore = caches.as_ref();
+    let flux_object = json!({"metadata": {"labels": {"kustomize.toolkit.fluxcd.io/name": "apps", "kustomize.toolkit.fluxcd.io/namespace": ns}}});
+    let found =
+        hallmark::gitops::lookup(&flux_object, Some("kustomize-controller"), "app.kubernetes.io/instance", store)
+            .found()
+            .expect("the Flux write's source");
+    assert_eq!(
+        (found.commit.as_deref(), found.repository.as_deref()),
+        (Some(sha), Some("https://github.com/acme/fleet"))
+    );
+    let argo_object = json!({"metadata": {"annotations": {"argocd.argoproj.io/tracking-id": format!("{ns}_guestbook:apps/Deployment:{ns}/web")}}});
+    let found = hallmark::gitops::lookup(&argo_object, Some("argocd-controller"), "app.kubernetes.io/instance", store)
+        .found()
+        .expect("the Argo CD write's source");
+    assert_eq!(
+        (found.commit.as_deref(), found.repository.as_deref()),
+        (Some(argo_sha), Some("https://github.com/acme/apps"))
+    );
+
+    // Two pushes: kubectl rollout history tells who made each revision.
+    let ci: Api<Deployment> = Api::namespaced(
+        client_with_extras(
+            env,
+            Some(("hallmark-e2e-ci", &["hallmark-e2e-devs"])),
+            &[("hallmark.dev/branch", "main"), ("hallmark.dev/commit", sha)],
+        )
+        .await,
+        ns,
+    );
+    let dev: Api<Deployment> =
+        Api::namespaced(client_as(env, Some(("hallmark-e2e-dev", &["hallmark-e2e-devs"]))).await, ns);
+    let mut web = deployment(ns, "registry.example.com/web:1", "100m");
+    web["metadata"]["name"] = json!("web");
+    ci.patch("web", &PatchParams::apply("ci-apply"), &Patch::Apply(&web)).await.expect("first push");
+    let image = json!({"spec": {"template": {"spec": {"containers": [{"name": "agent", "image": "registry.example.com/web:2"}]}}}});
+    let params = PatchParams { field_manager: Some("kubectl-set".into()), ..PatchParams::default() };
+    dev.patch("web", &params, &Patch::Strategic(&image)).await.expect("second push");
+    let rs: Api<k8s_openapi::api::apps::v1::ReplicaSet> = Api::namespaced(admin.clone(), ns);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let causes = loop {
+        let list = rs.list(&Default::default()).await.expect("replicasets");
+        let mut causes: Vec<(String, String)> = list
+            .items
+            .iter()
+            .filter_map(|r| {
+                let a = r.metadata.annotations.as_ref()?;
+                Some((
+                    a.get("deployment.kubernetes.io/revision")?.clone(),
+                    a.get("kubernetes.io/change-cause")?.clone(),
+                ))
+            })
+            .collect();
+        causes.sort();
+        if causes.len() >= 2 {
+            break causes;
+        }
+        assert!(std::time::Instant::now() < deadline, "kube-controller-manager made two ReplicaSets: {causes:?}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    assert_eq!(causes[0], ("1".to_owned(), "hallmark-e2e-ci (push): main@0f2b6b7d3c8e".to_owned()));
+    assert_eq!(causes[1], ("2".to_owned(), "hallmark-e2e-dev (push)".to_owned()));
+
+    // A denied write and a break-glass write leave Events (sent by the server's queue).
+    let metrics = state.metrics.events.clone();
+    let (sink, queue) = hallmark::server::events::EventSink::new(metrics.clone(), 64);
+    state.set_events(sink);
+    tokio::spawn(hallmark::server::events::send_all(admin.clone(), queue, metrics));
+    let flux: Api<Deployment> = Api::namespaced(client_as(env, Some(("hallmark-e2e-flux", &[]))).await, ns);
+    let git = deployment(ns, "registry.example.com/agent:1.0", "500m");
+    flux.patch("agent", &PatchParams::apply("kustomize-controller").force(), &Patch::Apply(&git))
+        .await
+        .expect("reconciler");
+    let cpu = json!({"spec": {"template": {"spec": {"containers": [{"name": "agent", "resources": {"limits": {"cpu": "750m"}}}]}}}});
+    let params = PatchParams { field_manager: Some("kubectl-patch".into()), ..PatchParams::default() };
+    dev.patch("agent", &params, &Patch::Strategic(&cpu)).await.expect_err("denied");
+    let oncall: Api<Deployment> =
+        Api::namespaced(client_as(env, Some(("hallmark-e2e-sre", &["hallmark-e2e-oncall"]))).await, ns);
+    let memory = json!({"spec": {"template": {"spec": {"containers": [{"name": "agent", "resources": {"limits": {"memory": "256Mi"}}}]}}}});
+    oncall.patch("agent", &params, &Patch::Strategic(&memory)).await.expect("break-glass");
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(admin.clone(), ns);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = events.list(&Default::default()).await.expect("events");
+        let reasons: Vec<String> = list
+            .items
+            .iter()
+            .filter(|e| e.reporting_controller.as_deref() == Some("hallmark"))
+            .filter_map(|e| e.reason.clone())
+            .collect();
+        if reasons.contains(&"OwnershipDenied".to_owned()) && reasons.contains(&"BreakGlass".to_owned()) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "Events recorded: {reasons:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // drift lists the break-glass change with who, and --patch holds the live value.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, POLICY).expect("write policy");
+    let policy = policy.display().to_string();
+    let (code, out) = plugin(env, &["drift", "deploy/agent", "-n", ns, "--policy", &policy]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("resources.limits.memory") && out.contains("hallmark-e2e-sre") && out.contains("break-glass"),
+        "{out}"
+    );
+    let (code, out) = plugin(env, &["drift", "deploy/agent", "-n", ns, "--policy", &policy, "--patch"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("memory: 256Mi") && out.contains("name: agent"), "{out}");
 }

@@ -820,10 +820,10 @@ fn webhooks_call_mutate_and_validate_on_the_hallmark_service_https_port() {
 }
 
 #[test]
-fn webhooks_have_no_side_effects_and_speak_admission_v1() {
+fn webhooks_have_no_side_effects_on_dry_run_and_speak_admission_v1() {
     let (m, v) = webhooks();
     for w in m.webhooks.iter().flatten() {
-        assert_eq!(w.side_effects, "None", "{}", w.name);
+        assert_eq!(w.side_effects, "NoneOnDryRun", "{}: Events only for real writes", w.name);
         assert_eq!(w.admission_review_versions, vec!["v1".to_owned()], "{}", w.name);
         assert_eq!(w.timeout_seconds, Some(5), "{}", w.name);
         assert_eq!(w.match_policy.as_deref(), Some("Equivalent"), "{}", w.name);
@@ -831,7 +831,7 @@ fn webhooks_have_no_side_effects_and_speak_admission_v1() {
         assert!(w.object_selector.is_none(), "{}: no objectSelector (labels are user-controlled)", w.name);
     }
     for w in v.webhooks.iter().flatten() {
-        assert_eq!(w.side_effects, "None", "{}", w.name);
+        assert_eq!(w.side_effects, "NoneOnDryRun", "{}: Events only for real writes", w.name);
         assert_eq!(w.admission_review_versions, vec!["v1".to_owned()], "{}", w.name);
         assert_eq!(w.timeout_seconds, Some(5), "{}", w.name);
         assert_eq!(w.match_policy.as_deref(), Some("Equivalent"), "{}", w.name);
@@ -1222,6 +1222,12 @@ fn cluster_role_grants_only_policy_reads_status_writes_events_and_scale_parent_r
     ]
     .iter()
     .map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string()))
+    // The GitOps sources a reconciler's write is stamped from, list and watch only.
+    .chain(
+        hallmark::gitops::SourceKind::ALL
+            .iter()
+            .flat_map(|k| ["list", "watch"].map(|verb| (k.group().to_owned(), k.plural().to_owned(), verb.to_owned()))),
+    )
     .collect();
     assert_eq!(have, want, "ClusterRole rules");
 

@@ -1029,3 +1029,45 @@ async fn blame_runs_end_to_end_with_kubectls_flags_and_errors() {
     let got = kubectl_hallmark(&server, &["blame", "deploy/nope"]).await;
     assert_eq!((got.code, got.stderr.as_str()), (1, "error: deployments.apps \"nope\" not found\n"));
 }
+
+/// `drift`: a rule makes the env Git-owned; the variable `kubectl set env` added is held by
+/// kubectl-set, not by the reconciler: drift, exit 1, and a patch holding its live value.
+#[tokio::test]
+async fn drift_lists_git_owned_fields_held_outside_git_and_prints_their_patch() {
+    let server = mock::ApiServer::start(false).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: hallmark.dev/v1alpha1\nkind: OwnershipPolicy\nmetadata: {name: platform}\nspec:\n  owner: {name: platform-config, reconcilers: {fieldManagers: [kustomize-controller]}}\n  rules:\n    - match: {kinds: [Deployment]}\n      fields: [\"spec.template.spec.containers[*].env\"]\n      action: deny\n",
+    )
+    .expect("write");
+    let policy = policy.display().to_string();
+    let got = kubectl_hallmark(&server, &["drift", "deploy/platform-agent", "--policy", &policy]).await;
+    assert_eq!(got.code, 1, "{}", got.stderr);
+    let row = lines(&got.stdout).into_iter().find(|l| l.contains("DEBUG_PROFILING")).expect("a drift row");
+    assert!(row.contains("kubectl-set"), "{row}");
+    let object = data("deploy-platform-agent.json");
+    let live = object["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .and_then(|env| env.iter().find(|e| e["name"] == "DEBUG_PROFILING"))
+        .expect("the variable")["value"]
+        .clone();
+    let got = kubectl_hallmark(&server, &["drift", "deploy/platform-agent", "--policy", &policy, "--patch"]).await;
+    assert_eq!(got.code, 1);
+    let patch: Value = serde_yaml::from_str(&got.stdout).expect("YAML patch");
+    assert_eq!(patch["metadata"], json!({"name": "platform-agent", "namespace": "team-a"}));
+    let env = &patch["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert_eq!(env, &json!([{"name": "DEBUG_PROFILING", "value": live}]), "{}", got.stdout);
+    // Without a rule the variable is not Git-owned (kubectl-set holds it, no break-glass).
+    let none = dir.path().join("none.yaml");
+    std::fs::write(
+        &none,
+        "apiVersion: hallmark.dev/v1alpha1\nkind: OwnershipPolicy\nmetadata: {name: platform}\nspec:\n  owner: {name: platform-config, reconcilers: {fieldManagers: [kustomize-controller]}}\n  deleteProtection: true\n",
+    )
+    .expect("write");
+    let got =
+        kubectl_hallmark(&server, &["drift", "deploy/platform-agent", "--policy", &none.display().to_string()]).await;
+    assert_eq!((got.code, got.stdout.as_str()), (0, ""), "{}", got.stderr);
+    assert!(got.stderr.contains("No drift"), "{}", got.stderr);
+}

@@ -53,12 +53,15 @@ async fn update_by_developer_is_stamped_with_exactly_the_design_keys() {
     assert_eq!(h[0]["by"], "dev");
     assert_eq!(h[0]["at"], s["hallmark.dev/applied-at"].as_str());
     assert_eq!(h[0]["changed"], json!(["spec.template.spec.containers[name=web].image"]));
-    // Everything but hallmark's annotations is exactly what the apiserver sent.
+    // The image change is a new revision: `kubectl rollout history` will say who made it.
+    assert_eq!(object["metadata"]["annotations"]["kubernetes.io/change-cause"], "dev (push)");
+    // Everything but hallmark's annotations (and that change-cause) is exactly what the
+    // apiserver sent.
     let mut without = object.clone();
     let mut original = review["request"]["object"].clone();
     for o in [&mut without, &mut original] {
         if let Some(a) = o.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) {
-            a.retain(|k, _| !k.starts_with("hallmark.dev/"));
+            a.retain(|k, _| !k.starts_with("hallmark.dev/") && k != "kubernetes.io/change-cause");
         }
     }
     assert_eq!(without, original);

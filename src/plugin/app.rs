@@ -102,6 +102,28 @@ pub enum PluginCommand {
         #[arg(required = true, num_args = 1.., value_name = "KIND/NAME [FIELD]")]
         args: Vec<String>,
     },
+    /// The Git-owned fields someone other than their reconciler holds now (after a
+    /// break-glass write or a forced apply): drift [KIND/NAME | KIND NAME] [-A]. Exit 1
+    /// when there is drift.
+    Drift(DriftArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DriftArgs {
+    /// One object (KIND/NAME or KIND NAME); without it, every object of --kind.
+    #[arg(num_args = 0..=2, value_name = "KIND/NAME")]
+    pub target: Vec<String>,
+    /// Across all namespaces.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// Resource types to look at without a target, comma-separated.
+    #[arg(long, default_value = DEFAULT_LIST_KINDS)]
+    pub kind: String,
+    /// Print, per object, a patch (YAML) holding the drifted fields at their live values.
+    #[arg(long)]
+    pub patch: bool,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -279,6 +301,7 @@ pub async fn run(cli: &PluginCli, cluster: &Cluster, now: jiff::Timestamp, io: &
         PluginCommand::List(args) => list_cmd(&cli.global, cluster, args, now).await,
         PluginCommand::Declare(_) => Err(Failure::bad_input("declare runs without a cluster: call plugin::main")),
         PluginCommand::Blame { args } => blame_cmd(&cli.global, cluster, args, now, &mut warnings).await,
+        PluginCommand::Drift(args) => drift_cmd(&cli.global, cluster, args, now, &mut warnings).await,
     };
     for w in &warnings {
         let _ = writeln!(io.err, "Warning: {w}");
@@ -402,6 +425,61 @@ async fn blame_cmd(
         }
         format => document(format, &super::blame::blame_document(&obj, &report)).map(Done::ok),
     }
+}
+
+async fn drift_cmd(
+    global: &GlobalArgs,
+    cluster: &Cluster,
+    args: &DriftArgs,
+    now: jiff::Timestamp,
+    warnings: &mut Vec<String>,
+) -> Result<Done, Failure> {
+    use super::drift::{ObjectDrift, drift, drift_document, patch_yaml, render_drift};
+    let keys = keys(global)?;
+    let mut objects: Vec<(Resource, Value)> = Vec::new();
+    let mut errors = String::new();
+    if args.target.is_empty() {
+        let mut discovery = Discovery::new(cluster.client.clone());
+        for kind in args.kind.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+            let resource = discovery.resolve(kind).await?;
+            let ns = if args.all_namespaces { None } else { namespace_for(&resource, global, cluster) };
+            match cluster.list(&resource, ns).await {
+                Ok(items) => objects.extend(items.into_iter().map(|o| (resource.clone(), o))),
+                Err(e) => errors.push_str(&format!("{}\n", Failure::error(e).line())),
+            }
+        }
+    } else {
+        objects.push(fetch(global, cluster, &args.target).await?);
+    }
+    let (set, _) = policies(cluster, &args.policy, warnings).await?;
+    let effective: Vec<&crate::policy::CompiledPolicy> = set.effective().collect();
+    let items: Vec<ObjectDrift> = objects
+        .into_iter()
+        .map(|(resource, object)| {
+            let report = drift(&object, &resource.plural, &effective, &keys);
+            ObjectDrift { object, report }
+        })
+        .filter(|i| {
+            warnings.extend(i.report.errors.iter().cloned());
+            !i.report.fields.is_empty()
+        })
+        .collect();
+    let code = if !errors.is_empty() || !items.is_empty() { EXIT_ERROR } else { 0 };
+    let stdout = if args.patch {
+        items.iter().map(|i| patch_yaml(&i.object, &i.report)).collect::<Vec<_>>().join("---\n")
+    } else {
+        match global.output {
+            OutputFormat::Table if items.is_empty() => {
+                if errors.is_empty() {
+                    errors.push_str("No drift: every Git-owned field is held by its reconciler.\n");
+                }
+                String::new()
+            }
+            OutputFormat::Table => render_drift(&items, args.all_namespaces, !global.no_headers, now),
+            format => document(format, &drift_document(&items))?,
+        }
+    };
+    Ok(Done { stdout, stderr: errors, code })
 }
 
 async fn policies(

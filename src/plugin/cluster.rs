@@ -105,11 +105,34 @@ impl Cluster {
 
     /// Every object's metadata (annotations are all `list` needs), page by page.
     pub async fn list_metadata(&self, resource: &Resource, namespace: Option<&str>) -> Result<Vec<Value>, String> {
+        self.list_pages(resource, namespace, true).await
+    }
+
+    /// Every object, whole, page by page; `apiVersion` and `kind` set on each item (a
+    /// list's items do not carry them).
+    pub async fn list(&self, resource: &Resource, namespace: Option<&str>) -> Result<Vec<Value>, String> {
+        let mut items = self.list_pages(resource, namespace, false).await?;
+        for item in &mut items {
+            if let Some(o) = item.as_object_mut() {
+                o.entry("apiVersion").or_insert_with(|| Value::String(resource.api_version()));
+                o.entry("kind").or_insert_with(|| Value::String(resource.kind.clone()));
+            }
+        }
+        Ok(items)
+    }
+
+    async fn list_pages(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        metadata: bool,
+    ) -> Result<Vec<Value>, String> {
         let mut items = Vec::new();
         let mut params = ListParams::default().limit(500);
         loop {
-            let request =
-                Request::new(resource.url_path(namespace)).list_metadata(&params).map_err(|e| e.to_string())?;
+            let request = Request::new(resource.url_path(namespace));
+            let request = if metadata { request.list_metadata(&params) } else { request.list(&params) }
+                .map_err(|e| e.to_string())?;
             let page: Value = self.client.request(request).await.map_err(api_error)?;
             if let Some(list) = page.get("items").and_then(Value::as_array) {
                 items.extend(list.iter().cloned());

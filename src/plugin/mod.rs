@@ -1,4 +1,4 @@
-//! `kubectl-hallmark`, the kubectl plugin: `show`, `owners`, `check`, `list`, `blame` and `declare`.
+//! `kubectl-hallmark`, the kubectl plugin: `show`, `owners`, `check`, `list`, `blame`, `drift` and `declare`.
 //!
 //! Rendering and grouping are pure functions over the objects as the API server returns
 //! them (`serde_json::Value`), tested with recorded responses; [`cluster`] and
@@ -10,6 +10,7 @@ pub mod blame;
 pub mod check;
 pub mod cluster;
 pub mod discovery;
+pub mod drift;
 pub mod list;
 pub mod merge;
 pub mod owners;

@@ -1,9 +1,11 @@
 //! The HTTPS server: router, TLS (and its reload), health, shutdown.
 
 pub mod crd;
+pub mod events;
 pub mod parents;
 pub mod reload;
 pub mod serve;
+pub mod sources;
 pub mod tls;
 pub mod webhook_sync;
 
@@ -56,6 +58,8 @@ pub struct AppState {
     body_timeout_ms: AtomicU64,
     /// Reads the parent of a `scale` write (set when a Kubernetes client is available).
     parent_lookup: std::sync::OnceLock<parents::ParentLookup>,
+    /// Queues Events for denied and break-glass writes (set when a client is available).
+    events: std::sync::OnceLock<events::EventSink>,
 }
 
 impl AppState {
@@ -74,6 +78,7 @@ impl AppState {
             expected_sources: Mutex::new(vec!["files"]),
             body_timeout_ms: AtomicU64::new(BODY_TIMEOUT.as_millis() as u64),
             parent_lookup: std::sync::OnceLock::new(),
+            events: std::sync::OnceLock::new(),
         }
     }
 
@@ -89,6 +94,11 @@ impl AppState {
     /// Lets `/validate` read the parents of `scale` writes (once; later calls are ignored).
     pub fn set_parent_lookup(&self, lookup: parents::ParentLookup) {
         let _ = self.parent_lookup.set(lookup);
+    }
+
+    /// Sends Events for denied and break-glass writes through `sink` (once).
+    pub fn set_events(&self, sink: events::EventSink) {
+        let _ = self.events.set(sink);
     }
 
     /// Declares a source (e.g. `crd`) that must load once before `/readyz` is true.
@@ -376,6 +386,11 @@ fn finish(
     };
     let out = encode_response(review.api_version, &req.uid, &decision.answer);
     record(state, endpoint, req, &decision, started);
+    if endpoint == Endpoint::Validate
+        && let Some(sink) = state.events.get()
+    {
+        sink.offer(req, &decision, &policies);
+    }
     ([(header::CONTENT_TYPE, "application/json")], out).into_response()
 }
 

@@ -159,14 +159,35 @@ pub fn mutate(data: &[u8]) {
         let object = req.object.as_ref().expect("a patch implies an object");
         let patch: json_patch::Patch = serde_json::from_slice(bytes).expect("the patch is a JSONPatch");
         let pointer_prefix = format!("/metadata/annotations/{}", prefix.replace('~', "~0").replace('/', "~1"));
+        // Besides the stamp, the change-cause of a workload (docs/audit-trail.md).
+        let workload = hallmark::changecause::KINDS.contains(&(req.kind.group.as_str(), req.kind.kind.as_str()));
+        let cause_pointer = "/metadata/annotations/kubernetes.io~1change-cause";
         for op in &patch.0 {
             let op = serde_json::to_value(op).expect("op");
             let path = op["path"].as_str().unwrap_or_default();
-            assert!(path == "/metadata/annotations" || path.starts_with(&pointer_prefix), "the patch touches {path}");
+            assert!(
+                path == "/metadata/annotations"
+                    || path.starts_with(&pointer_prefix)
+                    || (workload && path == cause_pointer),
+                "the patch touches {path}"
+            );
         }
         let mut stored = object.clone();
         json_patch::patch(&mut stored, &patch).expect("the patch applies to request.object");
-        assert_eq!(without_stamp(&stored, &prefix), without_stamp(object, &prefix), "only the stamp changes");
+        let mut compared = stored.clone();
+        if workload && stored.pointer(cause_pointer) != object.pointer(cause_pointer) {
+            let annotations = compared.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut);
+            match (annotations, object.pointer(cause_pointer)) {
+                (Some(a), Some(before)) => {
+                    a.insert("kubernetes.io/change-cause".into(), before.clone());
+                }
+                (Some(a), None) => {
+                    a.remove("kubernetes.io/change-cause");
+                }
+                (None, _) => {}
+            }
+        }
+        assert_eq!(without_stamp(&compared, &prefix), without_stamp(object, &prefix), "only the stamp changes");
         // The same write again, an hour later.
         let mut again = req.clone();
         again.operation = hallmark::admission::Operation::Update;
