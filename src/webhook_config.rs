@@ -44,8 +44,9 @@
 //! - it is an UPDATE of an object whose group/kind/namespace one of its rules names
 //!   (kind or resource plural, case-insensitive, as `CompiledRule::matches_kind`; namespace
 //!   globs; a `labelSelector` is treated as matching), or
-//! - it is an UPDATE (with `managedFields` not `ignore`) or a DELETE (with
-//!   `deleteProtection`) of an object whose `oldObject.metadata.managedFields` has an entry
+//! - it is an UPDATE (with `managedFields` not `ignore`, or `deleteProtection`: a write
+//!   may take the reconciler's managedFields away) or a DELETE (with `deleteProtection`)
+//!   of an object whose `oldObject.metadata.managedFields` has an entry
 //!   of one of its reconciler field managers — for an UPDATE, not counting Flux's
 //!   `kustomize-controller` entry when `oldObject` tells Flux to leave it alone
 //!   (`kustomize.toolkit.fluxcd.io/reconcile: disabled` or `.../ssa: Ignore`).
@@ -281,7 +282,8 @@ fn touched(policies: &[&CompiledPolicy]) -> B {
     let mut update_managers = BTreeSet::new();
     let mut delete_managers = BTreeSet::new();
     for p in policies {
-        if p.managed_fields != Enforcement::Ignore {
+        // An UPDATE may take a reconciler's managedFields away, which both read.
+        if p.managed_fields != Enforcement::Ignore || p.delete_protection {
             update_managers.extend(p.reconciler_field_managers.iter().cloned());
         }
         if p.delete_protection {

@@ -210,3 +210,32 @@ fn the_messages_a_developer_reads() {
     let (_, delete) = verdict(&delete(false, true));
     assert!(delete.contains("is managed by platform-config") && delete.contains("delete it there"), "{delete}");
 }
+
+/// The writes of issue 18 as kube-apiserver v1.36 really sent them to a validating webhook
+/// (`tests/fixtures/validating/README.md`, "Validating-only captures"), judged under the
+/// example policy: the writer is `admin`, neither a reconciler nor a system writer.
+#[test]
+fn captured_writes_that_take_ownership_away_or_finish_a_deletion() {
+    let cases = [
+        ("validating/deploy-agent-update-managedfields-reset-admin.validating.json", Deny),
+        ("validating/deploy-agent-update-jsonpatch-remove-flux-entry-admin.validating.json", Deny),
+        ("validating/deploy-guarded-update-remove-finalizer-while-deleting-admin.validating.json", Allow),
+    ];
+    for (name, want) in cases {
+        let review = fixture(name);
+        let (got, text) = verdict(&review);
+        assert_eq!(got, want, "{name}: {text}");
+        if want == Deny {
+            assert!(
+                text.starts_with(
+                    "metadata.managedFields: this write takes away field manager kustomize-controller's ownership of"
+                ),
+                "{name}: {text}"
+            );
+        }
+        // The same write by the reconciler is never judged.
+        let mut by_flux = review.clone();
+        by_flux["request"]["userInfo"] = writers()[1].1.clone();
+        assert_eq!(verdict(&by_flux).0, Allow, "{name} by the reconciler");
+    }
+}

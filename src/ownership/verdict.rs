@@ -283,7 +283,10 @@ pub fn evaluate(req: &AdmissionRequest, changes: &[Change<'_>], policies: &Polic
 
         // Fields that managedFields shows a reconciler owns.
         let nothing_to_judge = || changes.is_empty() && new_object.is_none_or(|new| managed_fields_unchanged(old, new));
-        if policy.managed_fields != Enforcement::Ignore && !nothing_to_judge() {
+        // managedFields give the policy its owned fields (`managedFields: warn|deny`) and
+        // its protected objects (`deleteProtection`).
+        let reads_managed_fields = policy.managed_fields != Enforcement::Ignore || policy.delete_protection;
+        if reads_managed_fields && !nothing_to_judge() {
             // Read managedFields once and decode each entry at most once, whatever the
             // number of policies that name its manager.
             let entries = entries_cell.get_or_init(|| managed::entries(old));
@@ -316,11 +319,13 @@ pub fn evaluate(req: &AdmissionRequest, changes: &[Change<'_>], policies: &Polic
             for &i in &wanted {
                 match decoded.get(&i) {
                     Some(Some(Ok(set))) => sets.push((&entries[i].manager, set)),
-                    Some(Some(Err(e))) => verdict.error = Some(format!("managedFields of {}: {e}", entries[i].manager)),
+                    Some(Some(Err(e))) if policy.managed_fields != Enforcement::Ignore => {
+                        verdict.error = Some(format!("managedFields of {}: {e}", entries[i].manager))
+                    }
                     _ => {}
                 }
             }
-            for change in changes {
+            for change in changes.iter().filter(|_| policy.managed_fields != Enforcement::Ignore) {
                 if let Some((manager, _)) = sets.iter().find(|(_, s)| s.touches(change.path.segments())) {
                     let manager: &str = manager;
                     push_finding(
@@ -466,15 +471,16 @@ fn push_opt_out(
         format!(
             "break-glass: {what}; allowed for {username}, recorded as channel=break-glass. Put the marker in Git too"
         )
-    } else if policy.managed_fields == Enforcement::Deny {
-        format!("{what}; only Git may opt an object out of reconciliation: add the marker there")
     } else {
-        format!("{what}; the object leaves Git's control until the marker is removed")
+        format!("{what}; only Git may opt an object out of reconciliation: add the marker there")
     };
     push_managed_fields_finding(verdict, policy, path, message, break_glass);
 }
 
-/// A finding with the policy's `managedFields` action, replacing any other at its path.
+/// A denial of a write that would take the object away from Git (its reconciler's
+/// managedFields, or Flux's opt-out), whatever `managedFields` says: what managedFields
+/// record is also what `deleteProtection` and the generated matchConditions rely on.
+/// Replaces any other finding at its path.
 fn push_managed_fields_finding(
     verdict: &mut Verdict,
     policy: &CompiledPolicy,
@@ -486,7 +492,7 @@ fn push_managed_fields_finding(
     verdict.findings.push(Finding {
         path,
         message,
-        action: policy.managed_fields,
+        action: Enforcement::Deny,
         break_glass,
         policy: policy.name.clone(),
         repeat: None,
@@ -522,15 +528,13 @@ fn push_dropped(
         format!(
             "break-glass: {what}; allowed for {username}, recorded as channel=break-glass. The next reconcile by {manager} takes them back"
         )
-    } else if let Some(hint) = hint.filter(|_| policy.managed_fields == Enforcement::Deny) {
+    } else if let Some(hint) = hint {
         format!("{what}; {hint}")
-    } else if policy.managed_fields == Enforcement::Deny {
+    } else {
         format!(
             "{what}; managedFields are how Git's ownership is known, so only the reconcilers of {} may rewrite them. Leave metadata.managedFields out of the write (or as read), and change these fields in Git",
             policy.owner_name
         )
-    } else {
-        format!("{what}; the next reconcile by {manager} takes them back")
     };
     let path = "metadata.managedFields".to_owned();
     push_managed_fields_finding(verdict, policy, path, message, break_glass);
@@ -1120,10 +1124,13 @@ spec:
             assert!(v.is_denied(), "{name}: {v:?}");
             let message = v.deny_message().unwrap_or_default();
             assert!(message.starts_with("metadata.managedFields: this write takes away field manager kustomize-controller's ownership of 1 field of platform (Git: https://git.example.com/cfg) (spec.replicas) without changing it; managedFields are how Git's ownership is known"), "{name}: {message}");
-            // warn: allowed with the warning; ignore: nothing.
-            let warned = judge(&req, &policies("warn"));
-            assert!(!warned.is_denied() && warned.warnings().iter().any(|w| w.contains("takes them back")), "{name}");
-            assert!(judge(&req, &policies("ignore")).findings.is_empty(), "{name}");
+            // Denied whatever managedFields says, as long as the policy reads them
+            // (managedFields warn|deny, or deleteProtection); nothing otherwise.
+            assert!(judge(&req, &policies("warn")).is_denied(), "{name}");
+            assert!(judge(&req, &policies("ignore")).is_denied(), "{name}: deleteProtection reads managedFields");
+            let neither = POLICY.replace("MF", "ignore").replace("deleteProtection: true", "deleteProtection: false");
+            let neither = PolicySet::new(parse_documents(&neither, "p.yaml").expect("valid"));
+            assert!(judge(&req, &neither).findings.is_empty(), "{name}");
             // The reconciler itself may rewrite its entries; break-glass is allowed, recorded.
             let flux = request("UPDATE", json!({"username": "flux"}), old.clone(), new.clone(), None);
             assert!(judge(&flux, &policies("deny")).findings.is_empty(), "{name}");
