@@ -389,7 +389,10 @@ async fn scenario(env: &Env, ns: &str, state: &AppState) {
     assert_eq!(annotation(&updated, "hallmark.dev/field-manager").as_deref(), Some("kubectl-set"));
     let history: Vec<Value> =
         serde_json::from_str(&annotation(&updated, "hallmark.dev/history").unwrap_or_default()).expect("history");
-    assert_eq!(history[0]["changed"], json!(["spec.template.spec.containers[name=agent].image"]));
+    // Other mutating webhooks of the cluster may change the object in the same write.
+    let changed = history[0]["changed"].as_array().cloned().unwrap_or_default();
+    assert!(changed.contains(&json!("spec.template.spec.containers[name=agent].image")), "{changed:?}");
+    assert!(changed.iter().all(|p| !p.as_str().unwrap_or_default().contains("change-cause")), "{changed:?}");
     assert_eq!(history.len(), 2);
 
     // Break-glass: allowed, recorded.
@@ -398,16 +401,16 @@ async fn scenario(env: &Env, ns: &str, state: &AppState) {
     let glass = oncall.patch("agent", &params, &Patch::Strategic(&oncall_patch)).await.expect("break-glass allowed");
     assert_eq!(annotation(&glass, "hallmark.dev/channel").as_deref(), Some("break-glass"));
 
-    // Re-applying the same manifest: hallmark answers without a patch and its stamp stays
-    // as it was. (Whether kube-apiserver stores a new resourceVersion is not hallmark's to
-    // say: another mutating webhook in the cluster may change the object on every write.)
+    // Re-applying the same manifest. Where nothing else in the cluster changes the object
+    // (kube-apiserver stores no new resourceVersion), hallmark answers without a patch and
+    // its stamp stays as it was. Where another mutating webhook changes it on every write,
+    // the write is no no-op: hallmark stamps it, and records only what really changed,
+    // never the re-applied fields.
     let mine = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "agent", "namespace": ns,
         "annotations": {"team.example.com/oncall": "dev"}}});
     let first = dev.patch("agent", &PatchParams::apply("dev-apply"), &Patch::Apply(&mine)).await.expect("apply");
     let (stamped, unchanged) = (mutate_count(state, "stamped"), mutate_count(state, "unchanged"));
     let second = dev.patch("agent", &PatchParams::apply("dev-apply"), &Patch::Apply(&mine)).await.expect("re-apply");
-    assert_eq!(mutate_count(state, "stamped"), stamped, "a no-op re-apply is not stamped");
-    assert!(mutate_count(state, "unchanged") > unchanged, "a no-op re-apply is answered without a patch");
     let stamp = |d: &Deployment| {
         d.metadata
             .annotations
@@ -417,7 +420,21 @@ async fn scenario(env: &Env, ns: &str, state: &AppState) {
             .filter(|(k, _)| k.starts_with("hallmark.dev/"))
             .collect::<Vec<_>>()
     };
-    assert_eq!(stamp(&first), stamp(&second), "the stamp of the first apply stays");
+    if first.metadata.resource_version == second.metadata.resource_version {
+        assert_eq!(mutate_count(state, "stamped"), stamped, "a no-op re-apply is not stamped");
+        assert!(mutate_count(state, "unchanged") > unchanged, "a no-op re-apply is answered without a patch");
+        assert_eq!(stamp(&first), stamp(&second), "the stamp of the first apply stays");
+    } else {
+        let history: Vec<Value> =
+            serde_json::from_str(&annotation(&second, "hallmark.dev/history").unwrap_or_default()).expect("history");
+        let changed = history[0]["changed"].as_array().cloned().unwrap_or_default();
+        eprintln!("e2e: the re-apply stored a new resourceVersion (another mutating webhook?); changed: {changed:?}");
+        assert!(!changed.is_empty(), "something changed, and the history says what");
+        assert!(
+            changed.iter().all(|p| !p.as_str().unwrap_or_default().contains("team.example.com/oncall")),
+            "the re-applied annotation is no change: {changed:?}"
+        );
+    }
 
     // Verified provenance from impersonation extras, and the plugin on the real objects.
     let ci: Api<Deployment> = Api::namespaced(

@@ -137,7 +137,10 @@ const MAINTAINED_METADATA: &[&str] =
     &["managedFields", "resourceVersion", "generation", "creationTimestamp", "uid", "selfLink"];
 
 /// kubectl's client-side mirror of the manifest; the apiserver rewrites it on the first
-/// server-side apply, so it is never a change of its own.
+/// server-side apply, so it is never a change of its own. Nor is `kubernetes.io/change-cause`
+/// (`crate::changecause`), which hallmark itself sets: when kube-apiserver calls the
+/// stamp again after another mutating webhook (`reinvocationPolicy: IfNeeded`), its own
+/// change-cause must not be recorded as a change of the write.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Key fields by list field name, sorted by name (standard Kubernetes merge keys).
@@ -369,7 +372,9 @@ impl<'o, 'a, S: Sink<'a>> Differ<'o, S> {
         }
         if at.is_annotations() {
             let prefix = self.opts.annotation_prefix;
-            return key == LAST_APPLIED || (!prefix.is_empty() && key.starts_with(prefix));
+            return key == LAST_APPLIED
+                || key == crate::changecause::KEY
+                || (!prefix.is_empty() && key.starts_with(prefix));
         }
         false
     }
