@@ -8,7 +8,19 @@
 //! every test prints that it was skipped and passes.
 //!
 //! Each run uses its own namespace and webhook configurations (selected by a namespace
-//! label) and deletes them at the end.
+//! label, labelled `hallmark.dev/e2e-run`) and deletes them whatever the outcome (a guard
+//! that cleans up when dropped, also on a failed assertion or a time-out); configurations
+//! an earlier, killed run left behind are deleted before registering.
+//!
+//! What the cluster needs: a kube-apiserver (tested on v1.36) that can reach HOST:PORT,
+//! kube-controller-manager running beside it (the scale and namespace-deletion cases rely
+//! on its controllers), the `edit` ClusterRole, and for `e2e_audit_trail` the Flux
+//! (`kustomize.toolkit.fluxcd.io`, `helm.toolkit.fluxcd.io`, `source.toolkit.fluxcd.io`)
+//! and Argo CD (`argoproj.io`) CRDs — that case is skipped without them. No nodes are
+//! needed. Other mutating webhooks may be registered: the assertions are on what hallmark
+//! controls (a patch retried on a conflict runs admission again; another webhook may
+//! change the object in the same write). The tests take turns on the listen port; run
+//! them with `--test-threads=1` for readable output.
 
 mod common;
 
