@@ -117,7 +117,14 @@ impl Stamper {
             let before = req.old_object.as_ref().and_then(annotations).and_then(|m| m.get(KEY));
             let set_by_write = req.operation == Operation::Create || before != Some(value);
             let managed = req.field_manager().is_some_and(|m| crate::provenance::manages_annotation(object, m, KEY));
-            if set_by_write || managed {
+            // A manifest carries it (Git through the reconciler's server-side apply, or a
+            // person's): an Apply entry owns it. hallmark's own change-causes never are:
+            // an Apply entry owns only what the applied manifest holds.
+            let applied = req
+                .old_object
+                .as_ref()
+                .is_some_and(|old| crate::provenance::annotation_owned_by(old, KEY, |e| e.operation == "Apply"));
+            if set_by_write || managed || applied {
                 return None;
             }
         }
@@ -284,6 +291,20 @@ mod tests {
             "kubectl-set",
         );
         assert_eq!(cause(&s, &req).as_deref(), Some("dev (push)"));
+    }
+
+    /// Git's change-cause (the reconciler's applied manifest carries it) is Git's: a
+    /// developer's `kubectl rollout restart` does not overwrite it.
+    #[test]
+    fn a_change_cause_git_applied_is_kept() {
+        let s = Stamper::new(Settings::default());
+        let git = json!({KEY: "release 1.2 from git"});
+        let mut old = workload("a:1", git.clone());
+        old["metadata"]["managedFields"] = json!([{"manager": "kustomize-controller", "operation": "Apply",
+            "fieldsV1": {"f:metadata": {"f:annotations": {"f:kubernetes.io/change-cause": {}}}}}]);
+        let req =
+            request("UPDATE", "Deployment", Some(old), workload("a:2", git), json!({"username": "dev"}), "kubectl");
+        assert_eq!(cause(&s, &req).as_deref(), Some("release 1.2 from git"));
     }
 
     #[test]

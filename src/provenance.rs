@@ -536,9 +536,19 @@ pub fn audit_annotations(
 /// resource) owning annotation `key`: the write itself supplied it, even when its value
 /// did not change (a server-side or client-side re-apply of the same manifest).
 pub(crate) fn manages_annotation(object: &Value, manager: &str, key: &str) -> bool {
+    annotation_owned_by(object, key, |e| e.manager == manager)
+}
+
+/// True when a main-resource managedFields entry for which `which` holds owns the
+/// annotation `key`.
+pub(crate) fn annotation_owned_by(
+    object: &Value,
+    key: &str,
+    which: impl Fn(&crate::ownership::managed::Entry<'_>) -> bool,
+) -> bool {
     let field = format!("f:{key}");
     crate::ownership::managed::entries(object).iter().any(|e| {
-        e.manager == manager
+        which(e)
             && e.subresource.is_empty()
             && e.fields().is_some_and(|f| {
                 f.get("f:metadata").and_then(|m| m.get("f:annotations")).and_then(|a| a.get(&field)).is_some()

@@ -144,8 +144,12 @@ impl Engine {
 
     /// The changed fields of an UPDATE (of a main resource or a `scale` subresource).
     fn changes<'a>(&self, req: &'a AdmissionRequest) -> Option<Vec<Change<'a>>> {
+        self.changes_with(req, &self.diff_options())
+    }
+
+    fn changes_with<'a>(&self, req: &'a AdmissionRequest, opts: &DiffOptions<'_>) -> Option<Vec<Change<'a>>> {
         match (&req.old_object, &req.object) {
-            (Some(old), Some(new)) => Some(diff::diff(old, new, &self.diff_options())),
+            (Some(old), Some(new)) => Some(diff::diff(old, new, opts)),
             _ => None,
         }
     }
@@ -241,7 +245,8 @@ impl Engine {
             return Decision::new(answer, "system-writer");
         }
         let changes = if req.operation == Operation::Update {
-            match self.changes(req) {
+            let opts = DiffOptions { leave_out_change_cause: true, ..self.diff_options() };
+            match self.changes_with(req, &opts) {
                 Some(c) => c,
                 None => return Decision::failed(Answer::allow(), "no-old-object"),
             }

@@ -28,11 +28,16 @@ pub struct DiffOptions<'p> {
     /// List keys learned from managedFields (see [`ListKeys::from_objects`]); they win
     /// over the built-in table.
     pub list_keys: Option<&'p ListKeys>,
+    /// Leave `kubernetes.io/change-cause` out (the stamp's history): hallmark sets it
+    /// itself, and when kube-apiserver calls the stamp again after another mutating
+    /// webhook (`reinvocationPolicy: IfNeeded`) its own change-cause is no change of the
+    /// write. Ownership keeps it: a change-cause Git applied is Git's.
+    pub leave_out_change_cause: bool,
 }
 
 impl<'p> DiffOptions<'p> {
     pub fn new(annotation_prefix: &'p str) -> Self {
-        DiffOptions { annotation_prefix, list_keys: None }
+        DiffOptions { annotation_prefix, list_keys: None, leave_out_change_cause: false }
     }
 
     pub fn with_list_keys(mut self, list_keys: &'p ListKeys) -> Self {
@@ -137,10 +142,7 @@ const MAINTAINED_METADATA: &[&str] =
     &["managedFields", "resourceVersion", "generation", "creationTimestamp", "uid", "selfLink"];
 
 /// kubectl's client-side mirror of the manifest; the apiserver rewrites it on the first
-/// server-side apply, so it is never a change of its own. Nor is `kubernetes.io/change-cause`
-/// (`crate::changecause`), which hallmark itself sets: when kube-apiserver calls the
-/// stamp again after another mutating webhook (`reinvocationPolicy: IfNeeded`), its own
-/// change-cause must not be recorded as a change of the write.
+/// server-side apply, so it is never a change of its own.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Key fields by list field name, sorted by name (standard Kubernetes merge keys).
@@ -180,6 +182,8 @@ struct At<'p, 'a> {
 enum Step<'p, 'a> {
     Field(&'a str),
     Element(&'p [(&'a str, Cow<'a, str>)]),
+    /// An element of a set (a list of scalars compared as a set): `[="value"]`.
+    Member(&'a Value),
 }
 
 impl At<'_, '_> {
@@ -203,6 +207,7 @@ impl At<'_, '_> {
                     Step::Element(key) => {
                         Segment::Key(key.iter().map(|(f, v)| ((*f).to_owned(), v.clone().into_owned())).collect())
                     }
+                    Step::Member(v) => Segment::Value(v.to_string()),
                 })
                 .collect(),
         )
@@ -213,7 +218,7 @@ impl At<'_, '_> {
             .into_iter()
             .map(|step| match step {
                 Step::Field(name) => Segment::Field(name.to_owned()),
-                Step::Element(_) => Segment::Any,
+                Step::Element(_) | Step::Member(_) => Segment::Any,
             })
             .collect()
     }
@@ -225,6 +230,11 @@ impl At<'_, '_> {
     /// `metadata` of the object.
     fn is_metadata(&self) -> bool {
         self.parent.is_none() && self.is_field("metadata")
+    }
+
+    /// `metadata.finalizers` of the object.
+    fn is_finalizers(&self) -> bool {
+        self.is_field("finalizers") && self.parent.is_some_and(At::is_metadata)
     }
 
     /// `metadata.annotations` of the object.
@@ -373,7 +383,7 @@ impl<'o, 'a, S: Sink<'a>> Differ<'o, S> {
         if at.is_annotations() {
             let prefix = self.opts.annotation_prefix;
             return key == LAST_APPLIED
-                || key == crate::changecause::KEY
+                || (self.opts.leave_out_change_cause && key == crate::changecause::KEY)
                 || (!prefix.is_empty() && key.starts_with(prefix));
         }
         false
@@ -396,7 +406,25 @@ impl<'o, 'a, S: Sink<'a>> Differ<'o, S> {
         {
             return self.keyed(at, &old_keyed, &new_keyed);
         }
+        if let Some(at) = at.filter(|a| a.is_finalizers())
+            && old.iter().chain(new).all(Value::is_string)
+        {
+            return self.set(at, old, new);
+        }
         if lists_equal(old, new) { Ok(()) } else { self.sink.change(at, Some(old_list), Some(new_list)) }
+    }
+
+    /// A set (`metadata.finalizers`, `+listType=set`): each element added or removed is a
+    /// change of its own (`metadata.finalizers[="example.com/cleanup"]`), as managedFields
+    /// own them (`v:`); order is no change.
+    fn set(&mut self, at: &At<'_, 'a>, old: &'a [Value], new: &'a [Value]) -> Flow {
+        for gone in old.iter().filter(|v| !new.contains(v)) {
+            self.sink.change(Some(&At { parent: Some(at), step: Step::Member(gone) }), Some(gone), None)?;
+        }
+        for added in new.iter().filter(|v| !old.contains(v)) {
+            self.sink.change(Some(&At { parent: Some(at), step: Step::Member(added) }), None, Some(added))?;
+        }
+        Ok(())
     }
 
     /// The key fields of a list of objects (sorted), or None for an atomic list.

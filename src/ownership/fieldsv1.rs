@@ -67,6 +67,19 @@ impl FieldSet {
         touches_from(&self.root, path)
     }
 
+    /// The length of the shortest prefix of `path` that this set owns as a whole (a `{}`
+    /// leaf), following exact steps; `None` when no prefix is a leaf that way.
+    pub fn leaf_depth(&self, path: &[Segment]) -> Option<usize> {
+        let mut node = &self.root;
+        for (depth, segment) in path.iter().enumerate() {
+            if node.leaf && depth > 0 {
+                return Some(depth);
+            }
+            node = node.exact_child(segment)?;
+        }
+        node.leaf.then_some(path.len())
+    }
+
     /// Every owned field, in path order: leaves and the elements owned with `.`.
     pub fn paths(&self) -> Vec<FieldPath> {
         let mut out = Vec::new();

@@ -16,6 +16,8 @@ use std::borrow::Cow;
 #[derive(Debug, Clone)]
 pub struct Entry<'a> {
     pub manager: Cow<'a, str>,
+    /// `Apply` or `Update`.
+    pub operation: Cow<'a, str>,
     /// Empty for the main resource.
     pub subresource: Cow<'a, str>,
     fields: Fields<'a>,
@@ -67,6 +69,8 @@ struct TextEntry<'a> {
     #[serde(borrow, default)]
     manager: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
+    operation: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
     subresource: Option<Cow<'a, str>>,
     #[serde(borrow, default, rename = "fieldsV1")]
     fields: Option<&'a RawValue>,
@@ -81,6 +85,7 @@ pub fn entries(obj: &Value) -> Vec<Entry<'_>> {
             .filter(|e| e.is_object())
             .map(|e| Entry {
                 manager: Cow::Borrowed(e.get("manager").and_then(Value::as_str).unwrap_or("")),
+                operation: Cow::Borrowed(e.get("operation").and_then(Value::as_str).unwrap_or("")),
                 subresource: Cow::Borrowed(e.get("subresource").and_then(Value::as_str).unwrap_or("")),
                 fields: e.get("fieldsV1").map_or(Fields::Absent, Fields::Tree),
             })
@@ -91,6 +96,7 @@ pub fn entries(obj: &Value) -> Vec<Entry<'_>> {
                     .filter_map(|raw| serde_json::from_str::<TextEntry<'_>>(raw.get()).ok())
                     .map(|e| Entry {
                         manager: e.manager.unwrap_or_default(),
+                        operation: e.operation.unwrap_or_default(),
                         subresource: e.subresource.unwrap_or_default(),
                         fields: e.fields.map_or(Fields::Absent, Fields::Text),
                     })

@@ -228,7 +228,9 @@ pub fn evaluate(req: &AdmissionRequest, changes: &[Change<'_>], policies: &Polic
             if policy.delete_protection {
                 let managers = reconciler_managers(old, policy);
                 if let Some(manager) = managers.first() {
-                    let what = format!("{}/{}", req.resource.resource, req.name.as_deref().unwrap_or(""));
+                    // A collection DELETE has no request.name: the object's own name.
+                    let name = req.name.as_deref().or_else(|| old.pointer("/metadata/name").and_then(Value::as_str));
+                    let what = format!("{}/{}", req.resource.resource, name.unwrap_or(""));
                     let message = if break_glass {
                         format!(
                             "break-glass: {what} is managed by {} (field manager {manager}); deleting it is allowed for {}, recorded as channel=break-glass. Remove it from Git too, or the next reconcile recreates it",
@@ -326,7 +328,10 @@ pub fn evaluate(req: &AdmissionRequest, changes: &[Change<'_>], policies: &Polic
                 }
             }
             for change in changes.iter().filter(|_| policy.managed_fields != Enforcement::Ignore) {
-                if let Some((manager, _)) = sets.iter().find(|(_, s)| s.touches(change.path.segments())) {
+                let path = change.path.segments();
+                if let Some((manager, _)) =
+                    sets.iter().find(|(_, s)| s.touches(path) && !owns_only_the_field(s, path, old))
+                {
                     let manager: &str = manager;
                     push_finding(
                         &mut verdict,
@@ -367,6 +372,43 @@ fn managed_fields_unchanged(old: &Value, new: &Value) -> bool {
         o.get("metadata").and_then(|m| m.get("managedFields"))
     }
     get(old) == get(new)
+}
+
+/// Maps and structs Kubernetes replaces as a whole (`+mapType=atomic`, `+structType=atomic`
+/// in the API types): a reconciler that applied one owns what others add under it (it
+/// reverts it). Every other map or struct is granular.
+const ATOMIC_FIELDS: &[&str] = &[
+    "nodeSelector",
+    "selector",
+    "namespaceSelector",
+    "labelSelector",
+    "podSelector",
+    "matchLabels",
+    "matchExpressions",
+    "secretKeyRef",
+    "configMapKeyRef",
+    "fieldRef",
+    "resourceFieldRef",
+    "requiredDuringSchedulingIgnoredDuringExecution",
+];
+
+/// True when the set covers `path` only through a `{}` leaf on a granular map or struct
+/// above it: server-side apply records a map or struct applied empty from Git
+/// (`annotations: {}`, `resources: {}`) that way, and it owns the field, not the keys
+/// others add under it (the reconciler's next apply keeps them).
+fn owns_only_the_field(set: &FieldSet, path: &[super::path::Segment], old: &Value) -> bool {
+    use super::path::Segment;
+    let Some(depth) = set.leaf_depth(path).filter(|&d| d < path.len()) else {
+        return false;
+    };
+    let prefix = &path[..depth];
+    let Some(Segment::Field(name)) = prefix.last() else {
+        return false;
+    };
+    if ATOMIC_FIELDS.contains(&name.as_str()) {
+        return false;
+    }
+    matches!(super::diff::value_at(old, prefix), None | Some(Value::Object(_)))
 }
 
 /// True when the object is being deleted (`metadata.deletionTimestamp` is set): its
@@ -1275,5 +1317,69 @@ spec:
         local["metadata"]["annotations"] = json!({key: "Ignore"});
         let req = request("DELETE", dev, local, Value::Null, None);
         assert!(judge(&req, &policies("ignore")).is_denied());
+    }
+
+    /// Git applied empty maps and structs (`annotations: {}`, `resources: {}`: Helm and
+    /// kustomize output): the reconciler owns the field, not what others add under it;
+    /// an atomic map (`nodeSelector`) it owns whole. Finalizers are a set.
+    #[test]
+    fn empty_granular_maps_and_finalizer_sets_own_only_what_git_applied() {
+        let dev = json!({"username": "dev", "groups": ["developers"]});
+        let base = |annotations: Value, node_selector: Value, finalizers: Value| {
+            json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "web", "namespace": "prod", "annotations": annotations, "finalizers": finalizers,
+                    "managedFields": [{"manager": "kustomize-controller", "operation": "Apply", "fieldsV1": {
+                        "f:metadata": {"f:annotations": {}, "f:finalizers": {"v:\"example.com/git\"": {}}},
+                        "f:spec": {"f:template": {"f:metadata": {"f:annotations": {}}, "f:spec": {
+                            "f:nodeSelector": {},
+                            "f:containers": {"k:{\"name\":\"web\"}": {".": {}, "f:name": {}, "f:resources": {}}}}}}}}]},
+                "spec": {"template": {"metadata": {}, "spec": {"nodeSelector": node_selector,
+                    "containers": [{"name": "web", "image": "a"}]}}}
+            })
+        };
+        let old = base(json!({}), json!({}), json!(["example.com/git"]));
+        let judged = |new: Value| judge(&request("UPDATE", dev.clone(), old.clone(), new, None), &policies("deny"));
+        let allowed = [
+            ("an annotation added", base(json!({"foo": "bar"}), json!({}), json!(["example.com/git"]))),
+            ("rollout restart", {
+                let mut n = old.clone();
+                n["spec"]["template"]["metadata"]["annotations"] = json!({"kubectl.kubernetes.io/restartedAt": "now"});
+                n
+            }),
+            ("resources set under an empty struct", {
+                let mut n = old.clone();
+                n["spec"]["template"]["spec"]["containers"][0]["resources"] = json!({"limits": {"cpu": "200m"}});
+                n
+            }),
+            ("another finalizer added", base(json!({}), json!({}), json!(["example.com/git", "op.example.com/x"]))),
+        ];
+        for (what, new) in allowed {
+            let v = judged(new);
+            assert!(v.findings.is_empty(), "{what}: {v:?}");
+        }
+        let denied = [
+            ("a key added to an atomic map", base(json!({}), json!({"disk": "ssd"}), json!(["example.com/git"]))),
+            ("Git's finalizer removed", base(json!({}), json!({}), json!([]))),
+        ];
+        for (what, new) in denied {
+            let v = judged(new);
+            assert!(v.is_denied(), "{what}: {v:?}");
+        }
+        // A change-cause Git applied is Git's, like any annotation it applied.
+        let mut git_cause = old.clone();
+        git_cause["metadata"]["annotations"] = json!({"kubernetes.io/change-cause": "release 1.2"});
+        git_cause["metadata"]["managedFields"][0]["fieldsV1"]["f:metadata"]["f:annotations"] =
+            json!({"f:kubernetes.io/change-cause": {}});
+        let mut hacked = git_cause.clone();
+        hacked["metadata"]["annotations"]["kubernetes.io/change-cause"] = json!("hacked");
+        let req = request("UPDATE", dev.clone(), git_cause, hacked, None);
+        assert!(judge(&req, &policies("deny")).is_denied());
+        let v = judged(base(json!({}), json!({}), json!(["op.example.com/x"])));
+        assert_eq!(
+            v.denials().map(|f| f.path.as_str()).collect::<Vec<_>>(),
+            [r#"metadata.finalizers[="example.com/git"]"#],
+            "only Git's finalizer is Git's"
+        );
     }
 }

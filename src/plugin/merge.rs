@@ -49,6 +49,9 @@ fn merge(live: &Value, manifest: &Value, last: Option<&Value>, field: &str) -> V
                 }
                 let merged = match l.get(k) {
                     Some(lv) => merge(lv, mv, last.and_then(|x| x.get(k)), k),
+                    // kube-apiserver stores no empty map or list the object lacks (the API
+                    // types omit them when empty): `nodeSelector: {}` is no change.
+                    None if is_empty_collection(mv) => continue,
                     None => mv.clone(),
                 };
                 out.insert(k.clone(), merged);
@@ -68,6 +71,10 @@ fn merge(live: &Value, manifest: &Value, last: Option<&Value>, field: &str) -> V
         },
         _ => manifest.clone(),
     }
+}
+
+fn is_empty_collection(v: &Value) -> bool {
+    matches!(v, Value::Object(m) if m.is_empty()) || matches!(v, Value::Array(a) if a.is_empty())
 }
 
 /// The merge key fields of a list, by its field name (the standard Kubernetes ones).
@@ -188,6 +195,15 @@ mod tests {
             serde_json::from_str(out["metadata"]["annotations"][LAST_APPLIED].as_str().unwrap_or_default())
                 .unwrap_or_default();
         assert_eq!(stored, manifest, "the new last-applied is the manifest");
+    }
+
+    #[test]
+    fn empty_maps_and_lists_the_live_object_lacks_are_no_change() {
+        let live = json!({"spec": {"template": {"spec": {"containers": [{"name": "app"}]}}}});
+        let manifest = json!({"spec": {"template": {"spec": {"nodeSelector": {}, "tolerations": [],
+            "containers": [{"name": "app", "resources": {}}]}}}});
+        let out = apply(&live, &manifest);
+        assert_eq!(out["spec"], live["spec"]);
     }
 
     #[test]
