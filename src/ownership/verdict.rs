@@ -265,8 +265,15 @@ pub fn evaluate(req: &AdmissionRequest, changes: &[Change<'_>], policies: &Polic
             {
                 continue;
             }
+            // While the rule selects the object, the labels its selector reads are its own:
+            // a write that unselects the object would let the next one change its fields.
+            let unselects = !scale
+                && rule.label_selector.is_some()
+                && rule.matches_labels(&old_labels)
+                && !rule.matches_labels(&new_labels);
             for change in changes {
-                if rule.fields.iter().any(|p| overlaps(p.segments(), change.path.segments())) {
+                let owned = rule.fields.iter().any(|p| overlaps(p.segments(), change.path.segments()));
+                if owned || (unselects && is_under(change, "metadata", "labels")) {
                     push_finding(
                         &mut verdict,
                         policy,
@@ -280,6 +287,32 @@ pub fn evaluate(req: &AdmissionRequest, changes: &[Change<'_>], policies: &Polic
                         opted(),
                     );
                 }
+            }
+        }
+
+        // deleteProtection: an owner reference added to an object a reconciler manages
+        // would let the garbage collector (a system writer) delete it.
+        if policy.delete_protection && !scale {
+            let added = changes
+                .iter()
+                .find(|c| c.new.is_some() && c.old.is_none() && is_under(c, "metadata", "ownerReferences"));
+            if let Some(change) = added
+                && let Some(manager) = reconciler_managers(old, policy).first()
+            {
+                let path = change.path.to_string();
+                let message = if break_glass {
+                    format!(
+                        "break-glass: {path}: an owner reference lets the garbage collector delete this object, which {} manages (field manager {manager}); allowed for {}, recorded as channel=break-glass",
+                        owner_text(policy, source()),
+                        user.username
+                    )
+                } else {
+                    format!(
+                        "{path}: an owner reference lets the garbage collector delete this object, which {} manages (field manager {manager}) and protects from deletion; add it in Git",
+                        owner_text(policy, source())
+                    )
+                };
+                push_managed_fields_finding(&mut verdict, policy, path, message, break_glass);
             }
         }
 
@@ -409,6 +442,12 @@ fn owns_only_the_field(set: &FieldSet, path: &[super::path::Segment], old: &Valu
         return false;
     }
     matches!(super::diff::value_at(old, prefix), None | Some(Value::Object(_)))
+}
+
+/// True when the change is at or below `first.second` (`metadata.labels`).
+fn is_under(change: &Change<'_>, first: &str, second: &str) -> bool {
+    use super::path::Segment;
+    matches!(change.path.segments(), [Segment::Field(a), Segment::Field(b), ..] if a == first && b == second)
 }
 
 /// True when the object is being deleted (`metadata.deletionTimestamp` is set): its
@@ -1381,5 +1420,43 @@ spec:
             [r#"metadata.finalizers[="example.com/git"]"#],
             "only Git's finalizer is Git's"
         );
+    }
+
+    /// Two ways around a policy found on a real cluster: unselecting an object from a
+    /// label rule, then changing its fields; and handing a protected object to the garbage
+    /// collector with an owner reference.
+    #[test]
+    fn no_way_around_a_label_rule_or_delete_protection() {
+        let dev = json!({"username": "dev", "groups": ["developers"]});
+        // The rule selects tier=web in team-* namespaces; the object is in team-a.
+        let old = object("500m", "low", 2);
+        let mut unlabelled = object("500m", "low", 2);
+        unlabelled["metadata"]["labels"] = json!({"cost-center": "42"});
+        let req = request("UPDATE", dev.clone(), old.clone(), unlabelled.clone(), None);
+        let v = judge(&req, &policies("ignore"));
+        assert_eq!(v.denials().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["metadata.labels.tier"], "{v:?}");
+        // A label change that keeps the object selected is free.
+        let mut relabelled = object("500m", "low", 2);
+        relabelled["metadata"]["labels"]["team"] = json!("shop");
+        assert!(
+            judge(&request("UPDATE", dev.clone(), old.clone(), relabelled, None), &policies("ignore"))
+                .findings
+                .is_empty()
+        );
+
+        let mut owned = object("500m", "low", 2);
+        owned["metadata"]["ownerReferences"] =
+            json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "parent", "uid": "u-1"}]);
+        let req = request("UPDATE", dev, old.clone(), owned.clone(), None);
+        let v = judge(&req, &policies("ignore"));
+        assert!(v.is_denied(), "{v:?}");
+        assert!(
+            v.deny_message()
+                .unwrap_or_default()
+                .contains("an owner reference lets the garbage collector delete this object")
+        );
+        let sre = request("UPDATE", json!({"username": "sre", "groups": ["oncall"]}), old, owned, None);
+        let v = judge(&sre, &policies("ignore"));
+        assert!(!v.is_denied() && v.is_break_glass(), "{v:?}");
     }
 }
