@@ -10,7 +10,7 @@ use common::*;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 struct Proc {
     child: Child,
@@ -81,33 +81,7 @@ fn write_pair_valid(dir: &Path, from: i64, to: i64) -> String {
         now + time::Duration::seconds(to),
     )
     .expect("certs");
-    for (name, text) in [("tls.key", &b.key_pem), ("tls.crt", &b.cert_pem)] {
-        let tmp = dir.join(format!("{name}.tmp"));
-        std::fs::write(&tmp, text).expect("write");
-        std::fs::rename(&tmp, dir.join(name)).expect("rename");
-    }
-    b.ca_pem
-}
-
-async fn handshake(addr: SocketAddr, ca: &str) -> bool {
-    let Ok(tcp) = tokio::net::TcpStream::connect(addr).await else { return false };
-    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-    tls_connector(ca, b"http/1.1").connect(name, tcp).await.is_ok()
-}
-
-async fn wait_for<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(30) {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
+    write_bundle(dir, &b)
 }
 
 fn value(scrape: &str, series: &str) -> Option<f64> {
@@ -137,15 +111,16 @@ async fn an_expired_certificate_is_refused_on_reload_and_the_last_good_one_kept(
     let dir = tempfile::tempdir().expect("tempdir");
     let good = write_pair_valid(dir.path(), -60, DAY);
     let p = spawn(dir.path());
-    wait_for("hallmark to serve", || handshake(p.addr, &good)).await;
+    wait_until("hallmark to serve", || handshake_ok(p.addr, &good)).await;
     let m = p.metrics;
     let refused = r#"hallmark_reloads_total{what="certificate",result="error"}"#;
     assert_eq!(value(&metrics_text(m).await, refused), Some(0.0));
 
     let expired = write_pair_valid(dir.path(), -2 * DAY, -DAY);
-    wait_for("the refusal to be counted", || async move { value(&metrics_text(m).await, refused) == Some(1.0) }).await;
-    assert!(handshake(p.addr, &good).await, "the last good certificate is still served");
-    assert!(!handshake(p.addr, &expired).await, "the expired one is not");
+    wait_until("the refusal to be counted", || async move { value(&metrics_text(m).await, refused) == Some(1.0) })
+        .await;
+    assert!(handshake_ok(p.addr, &good).await, "the last good certificate is still served");
+    assert!(!handshake_ok(p.addr, &expired).await, "the expired one is not");
     let log = p.log();
     assert!(
         log.lines()
@@ -160,8 +135,8 @@ async fn an_expired_certificate_is_refused_on_reload_and_the_last_good_one_kept(
     // A valid pair is taken again.
     let renewed = write_pair_valid(dir.path(), -60, 30 * DAY);
     let ok = r#"hallmark_reloads_total{what="certificate",result="ok"}"#;
-    wait_for("the renewed pair", || async move { value(&metrics_text(m).await, ok) == Some(1.0) }).await;
-    assert!(handshake(p.addr, &renewed).await);
+    wait_until("the renewed pair", || async move { value(&metrics_text(m).await, ok) == Some(1.0) }).await;
+    assert!(handshake_ok(p.addr, &renewed).await);
 }
 
 #[test]
@@ -192,15 +167,15 @@ async fn a_client_that_does_not_trust_the_certificate_is_counted_and_logged_at_w
     let dir = tempfile::tempdir().expect("tempdir");
     let good = write_pair_valid(dir.path(), -60, DAY);
     let p = spawn(dir.path());
-    wait_for("hallmark to serve", || handshake(p.addr, &good)).await;
+    wait_until("hallmark to serve", || handshake_ok(p.addr, &good)).await;
     // A caBundle of another CA: the client refuses hallmark's certificate.
     let wrong = hallmark::certs::generate(&["localhost".into()], 1).expect("certs").ca_pem;
     for _ in 0..3 {
-        assert!(!handshake(p.addr, &wrong).await);
+        assert!(!handshake_ok(p.addr, &wrong).await);
     }
     let m = p.metrics;
     let series = r#"hallmark_tls_handshake_failures_total{reason="certificate-refused"}"#;
-    wait_for("three counted failures", || async move { value(&metrics_text(m).await, series) == Some(3.0) }).await;
+    wait_until("three counted failures", || async move { value(&metrics_text(m).await, series) == Some(3.0) }).await;
     let log = p.log();
     let warned: Vec<&str> = log.lines().filter(|l| l.contains("TLS handshake failed")).collect();
     assert_eq!(warned.len(), 1, "logged once per interval:\n{log}");

@@ -56,17 +56,12 @@ fn spawn(args: &[&str], stdout: &Path, stderr: &Path) -> Server {
 
 /// Waits until `addr` answers a TLS handshake verified against `ca`.
 async fn wait_tls(addr: SocketAddr, ca: &str) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(30) {
-        if let Ok(tcp) = tokio::net::TcpStream::connect(addr).await {
-            let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
-            if tls_connector(ca, b"http/1.1").connect(name, tcp).await.is_ok() {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("hallmark serve did not come up on {addr}");
+    let ca = ca.to_owned();
+    wait_until("hallmark serve to come up", || {
+        let ca = ca.clone();
+        async move { handshake_ok(addr, &ca).await }
+    })
+    .await;
 }
 
 fn documents(yaml: &str) -> Vec<Value> {

@@ -14,7 +14,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------------------
 // The files
@@ -170,13 +169,7 @@ impl Proc {
 /// Writes a serving pair valid for `days` days, replacing the files atomically; returns
 /// the CA PEM.
 fn write_pair_for(dir: &Path, days: i64) -> String {
-    let b = hallmark::certs::generate(&["localhost".into(), "127.0.0.1".into()], days).expect("certs");
-    for (name, text) in [("tls.key", &b.key_pem), ("tls.crt", &b.cert_pem)] {
-        let tmp = dir.join(format!("{name}.tmp"));
-        std::fs::write(&tmp, text).expect("write");
-        std::fs::rename(&tmp, dir.join(name)).expect("rename");
-    }
-    b.ca_pem
+    write_bundle(dir, &hallmark::certs::generate(&["localhost".into(), "127.0.0.1".into()], days).expect("certs"))
 }
 
 /// Starts `hallmark serve` on free ports with a 1-day certificate, the Flux CPU policy
@@ -210,32 +203,10 @@ async fn start(extra: &[&str]) -> Proc {
     let (a, ca) = (p.addr, p.ca.clone());
     wait_until("the webhook port", || {
         let ca = ca.clone();
-        async move { try_connect(a, &ca).await }
+        async move { handshake_ok(a, &ca).await }
     })
     .await;
     p
-}
-
-async fn try_connect(addr: SocketAddr, ca: &str) -> bool {
-    let Ok(tcp) = tokio::net::TcpStream::connect(addr).await else { return false };
-    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-    tls_connector(ca, b"http/1.1").connect(name, tcp).await.is_ok()
-}
-
-/// Polls `f` until it holds; gives up (fails) after a generous bound.
-async fn wait_until<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(30) {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 /// The sample names a scrape exports, from its `# TYPE` lines: a counter `x` is exported
@@ -613,7 +584,7 @@ async fn certificate_expiry_is_exported_at_start_and_after_every_reload() {
         sample(&metrics_text(m).await, series).is_some_and(|e| (e - (now_unix() + 30.0 * day)).abs() < day / 2.0)
     })
     .await;
-    assert!(try_connect(p.addr, &ca).await, "the reloaded certificate is served");
+    assert!(handshake_ok(p.addr, &ca).await, "the reloaded certificate is served");
 }
 
 #[tokio::test]
