@@ -173,6 +173,54 @@ async fn certs_serve_and_webhook_config_url_register_a_hallmark_that_stamps() {
     assert!(names.contains(&"ownership-may-apply"), "the generated condition is kept: {names:?}");
     let response = call(ownership, fixture_bytes("deploy-web-update-csa-image-dev.json")).await;
     assert_eq!(response["allowed"], true);
+
+    // The policy webhook: a CREATE of an OwnershipPolicy as kube-apiserver sends it (the
+    // object with its managedFields), refused with the loader's reason; a valid one passes.
+    let policies =
+        docs.iter().find(|d| d["metadata"]["name"] == "hallmark-policies").expect("the policy webhook's configuration");
+    let check = &policies["webhooks"][0];
+    assert_eq!(check["clientConfig"]["url"], format!("{url}/validate-policy"));
+    let invalid = serde_json::json!({"owner": {"name": "platform"},
+        "rules": [{"match": {"kinds": ["Deployment"]}, "fields": ["spec.replicas"], "action": "deny"}]});
+    let response = call(check, policy_review("bad", invalid)).await;
+    assert_eq!(response["allowed"], false, "{response}");
+    assert_eq!(
+        response["status"]["message"],
+        "OwnershipPolicy \"bad\" is invalid: spec.owner.reconcilers: rules need reconcilers: name at least one user, group or fieldManager that may change the owned fields"
+    );
+    let valid = serde_json::json!({"owner": {"name": "platform", "reconcilers": {"fieldManagers": ["kustomize-controller"]}},
+        "rules": [{"match": {"kinds": ["Deployment"]}, "fields": ["spec.replicas"], "action": "deny"}]});
+    assert_eq!(call(check, policy_review("good", valid)).await["allowed"], true);
+}
+
+/// An AdmissionReview of a CREATE of an OwnershipPolicy, shaped as kube-apiserver sends
+/// it (metadata with uid, creationTimestamp and managedFields; requestKind; options).
+fn policy_review(name: &str, spec: Value) -> Vec<u8> {
+    let gvk = serde_json::json!({"group": "hallmark.dev", "version": "v1alpha1", "kind": "OwnershipPolicy"});
+    let gvr = serde_json::json!({"group": "hallmark.dev", "version": "v1alpha1", "resource": "ownershippolicies"});
+    let review = serde_json::json!({
+        "kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1",
+        "request": {
+            "uid": "5b0e6c1f-2f2a-4d0e-9a55-0c1b7cf3a001",
+            "kind": gvk, "resource": gvr, "requestKind": gvk, "requestResource": gvr,
+            "name": name, "operation": "CREATE",
+            "userInfo": {"username": "kubernetes-admin", "groups": ["system:masters", "system:authenticated"]},
+            "object": {
+                "apiVersion": "hallmark.dev/v1alpha1", "kind": "OwnershipPolicy",
+                "metadata": {
+                    "name": name, "uid": "0f7c2d64-1a0b-4d6e-8c3e-2b9f1f0e7a11", "generation": 1,
+                    "creationTimestamp": "2026-12-03T11:25:46Z",
+                    "managedFields": [{"apiVersion": "hallmark.dev/v1alpha1", "fieldsType": "FieldsV1",
+                        "fieldsV1": {"f:spec": {".": {}, "f:owner": {".": {}, "f:name": {}}, "f:rules": {}}},
+                        "manager": "kubectl-client-side-apply", "operation": "Update", "time": "2026-12-03T11:25:46Z"}]
+                },
+                "spec": spec
+            },
+            "oldObject": null, "dryRun": false,
+            "options": {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1", "fieldManager": "kubectl-client-side-apply"}
+        }
+    });
+    serde_json::to_vec(&review).expect("json")
 }
 
 #[tokio::test]

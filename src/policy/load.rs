@@ -130,7 +130,13 @@ pub fn check_object(object: &serde_json::Value) -> Result<CompiledPolicy, String
         out.push_str(&message);
         out
     };
-    let text = serde_json::to_string(object).map_err(|e| invalid(None, e.to_string()))?;
+    // managedFields says nothing about the policy, and an object decoded from a review
+    // keeps it as JSON text (`admission::Review::decode`), which ObjectMeta would refuse.
+    let mut object = object.clone();
+    if let Some(meta) = object.get_mut("metadata").and_then(serde_json::Value::as_object_mut) {
+        meta.remove("managedFields");
+    }
+    let text = serde_json::to_string(&object).map_err(|e| invalid(None, e.to_string()))?;
     let mut loaded = parse_located(&text, "").map_err(|e| invalid(e.field, e.message))?;
     match loaded.len() {
         1 => Ok(loaded.remove(0).policy),
@@ -814,6 +820,10 @@ spec:
         };
         let ok = object(DESIGN_EXAMPLE);
         assert_eq!(check_object(&ok).map(|p| p.name), Ok("platform".to_owned()));
+        // As a review decodes it: managedFields kept as JSON text.
+        let mut decoded = ok.clone();
+        decoded["metadata"]["managedFields"] = serde_json::Value::String(r#"[{"manager":"kubectl"}]"#.into());
+        assert_eq!(check_object(&decoded).map(|p| p.name), Ok("platform".to_owned()));
         let cases = [
             (
                 "apiVersion: hallmark.dev/v1alpha1\nkind: OwnershipPolicy\nmetadata: {name: x}\nspec:\n  owner: {name: o}\n  rules:\n  - fields: [a]\n    action: warn\n".to_owned(),
