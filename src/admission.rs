@@ -427,6 +427,23 @@ pub fn encode_response(api_version: &str, uid: &str, answer: &Answer) -> Vec<u8>
 }
 
 /// Makes an error text fit on one line of a response or a log.
+/// A Kubernetes client error as one line in kubectl's words: for an API error the
+/// Status' reason and message (`Error from server (Forbidden): ...`), never the Rust
+/// debug form of the Status that the client library's own text carries.
+pub fn kube_error(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) if !s.message.is_empty() => {
+            if s.reason.is_empty() || s.reason == "Failed to parse error data" {
+                one_line(&s.message)
+            } else {
+                one_line(&format!("Error from server ({}): {}", s.reason, s.message))
+            }
+        }
+        kube::Error::Api(s) => format!("the server answered {}", s.code),
+        other => one_line(&other.to_string()),
+    }
+}
+
 pub fn one_line(text: &str) -> String {
     truncate(&text.replace(['\n', '\r'], " "), 300)
 }

@@ -107,6 +107,11 @@ pub struct ServeArgs {
     /// Serving key (PEM).
     #[arg(long, env = "HALLMARK_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Without --tls-cert: write the CA of the generated certificate (PEM) to this file,
+    /// for `hallmark webhook-config --ca-file`. The generated CA changes at every start;
+    /// for one that stays, use `hallmark certs` and --tls-cert/--tls-key.
+    #[arg(long, env = "HALLMARK_WRITE_CA", conflicts_with = "tls_cert")]
+    pub write_ca: Option<PathBuf>,
     /// Require client certificates signed by this CA (kube-apiserver's admission client cert).
     #[arg(long, env = "HALLMARK_CLIENT_CA")]
     pub client_ca: Option<PathBuf>,
@@ -150,7 +155,7 @@ pub struct ServeArgs {
 pub struct WebhookConfigArgs {
     #[command(flatten)]
     pub provenance: ProvenanceArgs,
-    /// metadata.name of both configurations.
+    /// metadata.name of the stamp and ownership configurations (the policy one is NAME-policies).
     #[arg(long, default_value = "hallmark")]
     pub name: String,
     /// Namespace of hallmark's Service.
@@ -162,6 +167,11 @@ pub struct WebhookConfigArgs {
     /// Port of hallmark's Service (HTTPS).
     #[arg(long, default_value_t = 443)]
     pub port: i32,
+    /// Call hallmark at https://HOST:PORT (clientConfig.url, `/mutate` and `/validate`
+    /// appended) instead of a Service: for a hallmark running outside the cluster, e.g.
+    /// `hallmark serve --listen 0.0.0.0:8443` on a laptop beside kind or minikube.
+    #[arg(long, conflicts_with_all = ["service", "port"])]
+    pub url: Option<String>,
     /// CA certificate (PEM) that signed hallmark's serving certificate; without it, the
     /// placeholder of the committed manifests.
     #[arg(long)]
@@ -169,7 +179,8 @@ pub struct WebhookConfigArgs {
     /// failurePolicy of the ownership webhook.
     #[arg(long, default_value = "Fail", value_parser = ["Fail", "Ignore"])]
     pub ownership_failure_policy: String,
-    /// Print only one of the two configurations.
+    /// Print only one of the configurations: mutating (stamp), validating (ownership) or
+    /// policies (the OwnershipPolicy check, `<name>-policies`).
     #[arg(long, value_enum)]
     pub only: Option<crate::webhook_config::Which>,
 }
@@ -333,6 +344,9 @@ async fn serve(args: ServeArgs) -> i32 {
     }
     state.set_policies(policies);
 
+    // A generated certificate's CA is printed (and written) once the ports are bound: a
+    // caBundle for a server that then fails to start would only mislead.
+    let mut generated: Option<(Vec<String>, crate::certs::Bundle)> = None;
     let (store, watched) = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => match load_pair(cert, key) {
             Ok((ck, fp)) => (Arc::new(CertStore::new(ck)), Some((cert.clone(), key.clone(), fp))),
@@ -361,8 +375,7 @@ async fn serve(args: ServeArgs) -> i32 {
                     return 1;
                 }
             };
-            println!("hallmark: generated a self-signed serving certificate for {}", names.join(", "));
-            println!("caBundle: {}", bundle.ca_bundle_base64());
+            generated = Some((names, bundle));
             (Arc::new(CertStore::new(ck)), None)
         }
     };
@@ -384,6 +397,20 @@ async fn serve(args: ServeArgs) -> i32 {
             return 1;
         }
     };
+    if let Some((names, bundle)) = &generated {
+        if let Some(path) = &args.write_ca
+            && let Err(e) = write_private(path, bundle.ca_pem.as_bytes(), false)
+        {
+            eprintln!("error: --write-ca {}: {e}", path.display());
+            return 1;
+        }
+        let mut text = format!("hallmark: generated a self-signed serving certificate for {}\n", names.join(", "));
+        if let Some(path) = &args.write_ca {
+            text.push_str(&format!("hallmark: wrote its CA to {}\n", path.display()));
+        }
+        text.push_str(&format!("caBundle: {}\n", bundle.ca_bundle_base64()));
+        write_stdout(&text);
+    }
     // The parents of scale writes are read through the API (RBAC: get on deployments,
     // statefulsets, replicasets). Without a client, such writes follow --on-error.
     match kube::Client::try_default().await {
@@ -444,7 +471,14 @@ fn webhook_config(args: WebhookConfigArgs) -> i32 {
             return EXIT_BAD_INPUT;
         }
     };
+    if let Some(url) = &args.url
+        && let Err(why) = crate::webhook_config::check_url(url)
+    {
+        eprintln!("error: --url {url:?}: {why}");
+        return EXIT_BAD_INPUT;
+    }
     let mut target = crate::webhook_config::Target {
+        url: args.url.clone(),
         name: args.name,
         namespace: args.namespace,
         service: args.service,
@@ -457,10 +491,10 @@ fn webhook_config(args: WebhookConfigArgs) -> i32 {
         ..crate::webhook_config::Target::default()
     };
     match &args.ca_file {
-        Some(path) => match std::fs::read(path) {
+        Some(path) => match read_ca_file(path) {
             Ok(pem) => target.ca_bundle = pem,
             Err(e) => {
-                eprintln!("error: {}: {e}", path.display());
+                eprintln!("error: --ca-file {e}");
                 return EXIT_BAD_INPUT;
             }
         },
@@ -481,6 +515,28 @@ fn webhook_config(args: WebhookConfigArgs) -> i32 {
             1
         }
     }
+}
+
+/// The bytes of a CA file for a caBundle: PEM with at least one certificate, and nothing
+/// that does not parse (kube-apiserver would only fail later, on every call).
+fn read_ca_file(path: &Path) -> Result<Vec<u8>, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject as _;
+    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut certs = 0;
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let der = cert.map_err(|e| format!("{}: not a PEM certificate: {e}", path.display()))?;
+        x509_parser::parse_x509_certificate(der.as_ref())
+            .map_err(|e| format!("{}: not an X.509 certificate: {e}", path.display()))?;
+        certs += 1;
+    }
+    if certs == 0 {
+        return Err(format!(
+            "{}: no PEM certificate (-----BEGIN CERTIFICATE-----) in the file; pass the ca.crt that `hallmark certs` wrote",
+            path.display()
+        ));
+    }
+    Ok(pem)
 }
 
 fn certs(args: CertsArgs) -> i32 {

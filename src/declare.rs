@@ -4,7 +4,7 @@
 //! "Additions": `hallmark declare`).
 //!
 //! A pipeline that authenticates with a service-account token cannot carry verified
-//! provenance; a declarer (README "Declarers") can state it as annotations, which the
+//! provenance; a declarer (docs/provenance.md, "Declarers") can state it as annotations, which the
 //! webhook then stamps as `trust: declared`. This step writes those annotations, so that
 //! it fits between `kustomize build` / `helm template` and `kubectl apply -f -`, and as
 //! Helm's `--post-renderer` (Helm 3 `pkg/postrender/exec.go` runs the binary with

@@ -49,6 +49,12 @@ pub struct PolicyLabels {
     pub policy: String,
 }
 
+/// `reason` of a failed TLS handshake: `certificate-refused`, `timeout`, `other`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
 /// `source`: where policies come from, `files` (`--policy`) or `crd` (`--watch-policies`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabels {
@@ -107,6 +113,43 @@ impl EventMetrics {
         self.events.get_or_create(&EventLabels { reason, result }).inc();
     }
 }
+/// The label values each labelled series can take, created with a zero sample when the
+/// metrics are (Prometheus: "avoid missing metrics"): the first scrape already has every
+/// series the shipped alerts and dashboard select, so `rate()` and `increase()` see the
+/// first event as a change from 0 instead of a new series that starts at 1.
+///
+/// `outcome` of `hallmark_admission_requests_total`, by endpoint (`src/review.rs` and
+/// `server::answer`).
+pub const OUTCOMES: &[(&str, &[&str])] = &[
+    ("mutate", &["stamped", "unchanged", "restored", "skipped", "system-writer", "error", "malformed"]),
+    ("validate", &["allowed", "warned", "denied", "break-glass", "skipped", "system-writer", "error", "malformed"]),
+    ("validate-policy", &["allowed", "denied", "error", "malformed"]),
+];
+/// `kind` of `hallmark_errors_total`, by endpoint.
+pub const ERROR_KINDS: &[(&str, &[&str])] = &[
+    ("mutate", &["malformed", "body", "unauthenticated", "no-object", "no-old-object", "unstampable", "internal"]),
+    (
+        "validate",
+        &[
+            "malformed",
+            "body",
+            "unauthenticated",
+            "no-object",
+            "unreadable-managed-fields",
+            "parent-lookup",
+            "internal",
+        ],
+    ),
+    ("validate-policy", &["malformed", "body", "unauthenticated", "no-object", "internal"]),
+];
+/// `what` of `hallmark_reloads_total` (each with `result` `ok` and `error`).
+pub const RELOADS: &[&str] = &["certificate", "policy", "crd", "webhook-config"];
+/// `source` of `hallmark_policies_rejected`.
+pub const POLICY_SOURCES: &[&str] = &["files", "crd"];
+/// `reason` of `hallmark_tls_handshake_failures_total`.
+pub const HANDSHAKE_REASONS: &[&str] = &["certificate-refused", "timeout", "other"];
+/// `outcome` of `hallmark_ownership_decisions_total` (with a `policy` per policy in force).
+pub const OWNERSHIP_OUTCOMES: &[&str] = &["denied", "warned", "break-glass"];
 
 pub struct Metrics {
     registry: Registry,
@@ -138,6 +181,9 @@ pub struct Metrics {
     pub gitops: GitopsMetrics,
     /// Events for denied and break-glass writes.
     pub events: EventMetrics,
+    /// `hallmark_tls_handshake_failures_total{reason}`: connections whose TLS handshake
+    /// failed (see `server::serve::handshake_failure_reason`).
+    pub handshake_failures: Family<ReasonLabels, Counter>,
     policy_names: Mutex<BTreeSet<String>>,
 }
 
@@ -168,6 +214,7 @@ impl Metrics {
         let ownership = Family::<PolicyLabels, Counter>::default();
         let policies_rejected = Family::<SourceLabels, Gauge>::default();
         let certificate_expiry = Gauge::default();
+        let handshake_failures = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "admission_requests",
             "Admission reviews answered, by endpoint and outcome",
@@ -227,7 +274,12 @@ impl Metrics {
             "Kubernetes Events for denied and break-glass writes, by reason and result (sent, dropped: queue full, failed)",
             events.events.clone(),
         );
-        Metrics {
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed, by reason (certificate-refused: the client does not trust the serving certificate)",
+            handshake_failures.clone(),
+        );
+        let m = Metrics {
             registry,
             requests,
             duration,
@@ -245,7 +297,63 @@ impl Metrics {
             certificate_expiry,
             gitops,
             events,
+            handshake_failures,
             policy_names: Mutex::new(BTreeSet::new()),
+        };
+        m.create_known_series();
+        m
+    }
+
+    /// A zero sample for every label set listed above.
+    fn create_known_series(&self) {
+        for (endpoint, outcomes) in OUTCOMES {
+            for outcome in *outcomes {
+                let _ = self.requests.get_or_create(&RequestLabels { endpoint, outcome });
+            }
+            let _ = self.duration.get_or_create(&EndpointLabels { endpoint });
+            let _ = self.warnings.get_or_create(&EndpointLabels { endpoint });
+            let _ = self.system_writes.get_or_create(&EndpointLabels { endpoint });
+        }
+        for (endpoint, kinds) in ERROR_KINDS {
+            for kind in *kinds {
+                let _ = self.errors.get_or_create(&ErrorLabels { endpoint, kind });
+            }
+        }
+        for what in RELOADS {
+            for result in ["ok", "error"] {
+                let _ = self.reloads.get_or_create(&ReloadLabels { what, result });
+            }
+        }
+        for source in POLICY_SOURCES {
+            let _ = self.policies_rejected.get_or_create(&SourceLabels { source });
+        }
+        for reason in HANDSHAKE_REASONS {
+            let _ = self.handshake_failures.get_or_create(&ReasonLabels { reason });
+        }
+    }
+
+    /// Zero samples of `hallmark_ownership_decisions_total` for the policies in force
+    /// (within [`MAX_POLICY_LABELS`]), so that the first denial by a policy is an increase.
+    pub fn policies_in_force<'a>(&self, names: impl Iterator<Item = &'a str>) {
+        for name in names {
+            let policy = self.policy_label(name);
+            for outcome in OWNERSHIP_OUTCOMES {
+                let _ = self.ownership.get_or_create(&PolicyLabels { outcome, policy: policy.clone() });
+            }
+        }
+    }
+
+    /// The `policy` label value of a policy name: its own for the first
+    /// [`MAX_POLICY_LABELS`] names, `other` after them.
+    fn policy_label(&self, policy: &str) -> String {
+        let mut names = self.policy_names.lock().unwrap_or_else(|p| p.into_inner());
+        if names.contains(policy) {
+            policy.to_owned()
+        } else if names.len() < MAX_POLICY_LABELS {
+            names.insert(policy.to_owned());
+            policy.to_owned()
+        } else {
+            "other".to_owned()
         }
     }
 
@@ -257,33 +365,28 @@ impl Metrics {
     }
 
     pub fn error(&self, endpoint: &'static str, kind: &'static str) {
-        self.errors.get_or_create(&ErrorLabels { endpoint, kind }).inc();
+        let _ = self.errors.get_or_create(&ErrorLabels { endpoint, kind }).inc();
     }
 
     /// Counts one ownership decision (`denied`, `warned`, `break-glass`) for a policy. The
     /// first [`MAX_POLICY_LABELS`] policy names get their own label value, later ones
     /// `other`.
     pub fn ownership_decision(&self, outcome: &'static str, policy: &str) {
-        let policy = {
-            let mut names = self.policy_names.lock().unwrap_or_else(|p| p.into_inner());
-            if names.contains(policy) {
-                policy.to_owned()
-            } else if names.len() < MAX_POLICY_LABELS {
-                names.insert(policy.to_owned());
-                policy.to_owned()
-            } else {
-                "other".to_owned()
-            }
-        };
-        self.ownership.get_or_create(&PolicyLabels { outcome, policy }).inc();
+        let policy = self.policy_label(policy);
+        let _ = self.ownership.get_or_create(&PolicyLabels { outcome, policy }).inc();
     }
 
     /// Sets how many policy documents of `source` were refused at its last load.
     pub fn set_policies_rejected(&self, source: &'static str, count: usize) {
-        self.policies_rejected.get_or_create(&SourceLabels { source }).set(count.min(i64::MAX as usize) as i64);
+        let _ = self.policies_rejected.get_or_create(&SourceLabels { source }).set(count.min(i64::MAX as usize) as i64);
+    }
+
+    /// Counts one failed TLS handshake.
+    pub fn handshake_failure(&self, reason: &'static str) {
+        let _ = self.handshake_failures.get_or_create(&ReasonLabels { reason }).inc();
     }
 
     pub fn reload(&self, what: &'static str, ok: bool) {
-        self.reloads.get_or_create(&ReloadLabels { what, result: if ok { "ok" } else { "error" } }).inc();
+        let _ = self.reloads.get_or_create(&ReloadLabels { what, result: if ok { "ok" } else { "error" } }).inc();
     }
 }

@@ -118,6 +118,24 @@ impl Decision {
     }
 }
 
+/// `POST /validate-policy`: an `OwnershipPolicy` about to be created or updated, judged
+/// by the loader that `--policy` files and `--watch-policies` use
+/// ([`crate::policy::load::check_object`]): allowed when it compiles, denied with the
+/// loader's one-line error otherwise, so that `kubectl apply` of an invalid policy fails
+/// with hallmark's own reason instead of being stored and reported later.
+pub fn review_policy(req: &AdmissionRequest) -> Decision {
+    if req.operation == Operation::Delete {
+        return Decision::new(Answer::allow(), "allowed");
+    }
+    let Some(object) = &req.object else {
+        return Decision::failed(Answer::allow(), "no-object");
+    };
+    match crate::policy::load::check_object(object) {
+        Ok(_) => Decision::new(Answer::allow(), "allowed"),
+        Err(why) => Decision::new(Answer::deny(why), "denied"),
+    }
+}
+
 /// The engine: provenance settings plus the ownership policies of the moment.
 #[derive(Debug, Clone)]
 pub struct Engine {

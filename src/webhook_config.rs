@@ -70,6 +70,9 @@ use std::collections::{BTreeMap, BTreeSet};
 pub const STAMP_WEBHOOK: &str = "stamp.hallmark.dev";
 /// The name of the ownership webhook (in the ValidatingWebhookConfiguration).
 pub const OWNERSHIP_WEBHOOK: &str = "ownership.hallmark.dev";
+/// The name of the webhook that checks `OwnershipPolicy` objects (in the
+/// ValidatingWebhookConfiguration `<name>-policies`).
+pub const POLICY_WEBHOOK: &str = "policies.hallmark.dev";
 /// The name of the generated matchCondition of the ownership webhook.
 pub const OWNERSHIP_CONDITION: &str = "ownership-may-apply";
 /// The caBundle of the committed manifests: base64 of this text (see manifests/README.md).
@@ -108,6 +111,10 @@ pub struct Target {
     pub ownership_failure_policy: String,
     /// The config's `systemWriters` (users, groups; as written), which both webhooks skip.
     pub system_writers: (Vec<String>, Vec<String>),
+    /// `https://HOST:PORT[/PREFIX]`: call hallmark at this URL (`clientConfig.url`, with
+    /// `/mutate` or `/validate` appended) instead of the Service; for a hallmark that runs
+    /// outside the cluster (a laptop beside kind or minikube). Checked by [`check_url`].
+    pub url: Option<String>,
 }
 
 impl Default for Target {
@@ -120,6 +127,7 @@ impl Default for Target {
             ca_bundle: CA_BUNDLE_PLACEHOLDER.to_vec(),
             ownership_failure_policy: "Fail".into(),
             system_writers: (crate::config::DEFAULT_SYSTEM_WRITERS.iter().map(|s| s.to_string()).collect(), Vec::new()),
+            url: None,
         }
     }
 }
@@ -596,6 +604,13 @@ fn labels() -> BTreeMap<String, String> {
 }
 
 fn client_config(t: &Target, path: &str) -> WebhookClientConfig {
+    if let Some(base) = &t.url {
+        return WebhookClientConfig {
+            ca_bundle: Some(ByteString(t.ca_bundle.clone())),
+            service: None,
+            url: Some(format!("{}{path}", base.trim_end_matches('/'))),
+        };
+    }
     WebhookClientConfig {
         ca_bundle: Some(ByteString(t.ca_bundle.clone())),
         service: Some(ServiceReference {
@@ -605,6 +620,34 @@ fn client_config(t: &Target, path: &str) -> WebhookClientConfig {
             port: Some(t.port),
         }),
         url: None,
+    }
+}
+
+/// Checks a `--url` as kube-apiserver checks `clientConfig.url`
+/// (`ValidateWebhookURL` in k8s.io/apiserver, webhook/validation.go): scheme `https`, a
+/// host, no user info, no query and no fragment. A path is kept as a prefix of `/mutate`
+/// and `/validate`. The error is a sentence for `hallmark webhook-config` (exit 2).
+pub fn check_url(url: &str) -> Result<(), String> {
+    let Some(rest) = url.strip_prefix("https://") else {
+        return Err("must start with https:// (kube-apiserver calls webhooks over TLS only)".to_owned());
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.is_empty() {
+        return Err("has no host: expected https://HOST:PORT".to_owned());
+    }
+    if authority.contains('@') {
+        return Err("must not carry a user name or password".to_owned());
+    }
+    if url.contains('?') || url.contains('#') {
+        return Err("must not have a query or a fragment".to_owned());
+    }
+    if url.contains(char::is_whitespace) {
+        return Err("must not contain whitespace".to_owned());
+    }
+    match url.parse::<axum::http::Uri>() {
+        Ok(u) if u.host().is_some_and(|h| !h.is_empty()) => Ok(()),
+        Ok(_) => Err("has no host: expected https://HOST:PORT".to_owned()),
+        Err(e) => Err(format!("is not a URL: {e}")),
     }
 }
 
@@ -692,21 +735,63 @@ pub fn validating(t: &Target, policies: &PolicySet) -> ValidatingWebhookConfigur
     }
 }
 
+/// The policy webhook (`POST /validate-policy`), in its own ValidatingWebhookConfiguration
+/// `<name>-policies`: CREATE and UPDATE of `OwnershipPolicy` objects, checked by the same
+/// loader as `--watch-policies`, so that `kubectl apply` of an invalid policy is refused
+/// with hallmark's reason. `failurePolicy: Ignore`: while hallmark is down policies can
+/// still be applied (an invalid one is then reported on its status and in an Event, and
+/// never replaces the last good version in force).
+pub fn policies(t: &Target) -> ValidatingWebhookConfiguration {
+    ValidatingWebhookConfiguration {
+        metadata: ObjectMeta {
+            name: Some(format!("{}-policies", t.name)),
+            labels: Some(labels()),
+            ..ObjectMeta::default()
+        },
+        webhooks: Some(vec![ValidatingWebhook {
+            name: POLICY_WEBHOOK.into(),
+            client_config: client_config(t, "/validate-policy"),
+            failure_policy: Some("Ignore".into()),
+            match_policy: Some("Equivalent".into()),
+            side_effects: "None".into(),
+            admission_review_versions: vec!["v1".into()],
+            timeout_seconds: Some(5),
+            rules: Some(vec![RuleWithOperations {
+                api_groups: Some(vec!["hallmark.dev".into()]),
+                api_versions: Some(vec!["v1alpha1".into()]),
+                resources: Some(vec!["ownershippolicies".into()]),
+                operations: Some(vec!["CREATE".into(), "UPDATE".into()]),
+                scope: Some("Cluster".into()),
+            }]),
+            namespace_selector: None,
+            match_conditions: None,
+            object_selector: None,
+        }]),
+    }
+}
+
 /// Which configurations [`yaml`] prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Which {
     Mutating,
     Validating,
+    /// The `<name>-policies` configuration of the policy webhook.
+    Policies,
 }
 
-/// The configurations as YAML documents separated by `---`: the mutating one first.
-pub fn yaml(t: &Target, policies: &PolicySet, only: Option<Which>) -> Result<String, serde_yaml::Error> {
+/// The configurations as YAML documents separated by `---`: the mutating one, the
+/// ownership one, the policy one.
+pub fn yaml(t: &Target, policies_in_force: &PolicySet, only: Option<Which>) -> Result<String, serde_yaml::Error> {
     let mut docs = Vec::new();
-    if only != Some(Which::Validating) {
+    let wanted = |w: Which| only.is_none_or(|o| o == w);
+    if wanted(Which::Mutating) {
         docs.push(serde_yaml::to_string(&mutating(t))?);
     }
-    if only != Some(Which::Mutating) {
-        docs.push(serde_yaml::to_string(&validating(t, policies))?);
+    if wanted(Which::Validating) {
+        docs.push(serde_yaml::to_string(&validating(t, policies_in_force))?);
+    }
+    if wanted(Which::Policies) {
+        docs.push(serde_yaml::to_string(&policies(t))?);
     }
     Ok(docs.join("---\n"))
 }

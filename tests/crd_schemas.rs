@@ -158,7 +158,7 @@ async fn crds_hallmark_may_not_read_are_said_in_the_ready_message() {
     assert_eq!(names, ["typo"], "not checked, so in force");
     let message = condition(&conditions, "typo")["message"].as_str().unwrap_or_default().to_owned();
     assert!(
-        message.starts_with("policy is in force; field paths of Widget not checked: hallmark cannot read CustomResourceDefinitions (customresourcedefinitions.apiextensions.k8s.io is forbidden"),
+        message.starts_with("policy is in force; field paths of Widget not checked: hallmark cannot read CustomResourceDefinitions (Error from server (Forbidden): customresourcedefinitions.apiextensions.k8s.io is forbidden"),
         "{message}"
     );
 }

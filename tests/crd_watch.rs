@@ -6,7 +6,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::IntoResponse;
-use axum::routing::{get, patch};
+use axum::routing::{get, patch, post};
 use hallmark::config::Settings;
 use hallmark::policy::PolicySet;
 use hallmark::provenance::Stamper;
@@ -29,6 +29,15 @@ fn policy(name: &str, fields: &str) -> Value {
 }
 
 type Patches = Arc<Mutex<Vec<(String, Value)>>>;
+
+/// Events posted to events.k8s.io/v1 (namespace, body).
+type Events = Arc<Mutex<Vec<(String, Value)>>>;
+
+async fn event_post(State(e): State<Events>, Path(ns): Path<String>, body: axum::body::Bytes) -> axum::Json<Value> {
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    e.lock().expect("lock").push((ns, v.clone()));
+    axum::Json(v)
+}
 
 async fn list_or_watch(RawQuery(q): RawQuery) -> axum::response::Response {
     if q.unwrap_or_default().contains("watch=true") {
@@ -56,12 +65,18 @@ async fn status_patch(
 }
 
 #[tokio::test]
-async fn watched_policies_load_and_an_invalid_one_gets_a_failed_condition() {
+async fn watched_policies_load_and_an_invalid_one_gets_a_failed_condition_and_a_warning_event() {
     let patches: Patches = Arc::default();
+    let events: Events = Arc::default();
     let app = Router::new()
         .route("/apis/hallmark.dev/v1alpha1/ownershippolicies", get(list_or_watch))
         .route("/apis/hallmark.dev/v1alpha1/ownershippolicies/{name}/status", patch(status_patch))
-        .with_state(patches.clone());
+        .with_state(patches.clone())
+        .merge(
+            Router::new()
+                .route("/apis/events.k8s.io/v1/namespaces/{ns}/events", post(event_post))
+                .with_state(events.clone()),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let api = tokio::spawn(async move { axum::serve(listener, app).await });
@@ -76,7 +91,10 @@ async fn watched_policies_load_and_an_invalid_one_gets_a_failed_condition() {
     let watcher = tokio::spawn(hallmark::server::crd::watch_with(state.clone(), client));
 
     let start = std::time::Instant::now();
-    while !(state.policies_loaded.load(Ordering::SeqCst) && patches.lock().expect("lock").len() >= 2) {
+    while !(state.policies_loaded.load(Ordering::SeqCst)
+        && patches.lock().expect("lock").len() >= 2
+        && events.lock().expect("lock").len() >= 2)
+    {
         assert!(start.elapsed() < Duration::from_secs(15), "the watcher loaded the list");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -91,6 +109,25 @@ async fn watched_policies_load_and_an_invalid_one_gets_a_failed_condition() {
     assert!(condition["message"].as_str().unwrap_or_default().contains("spec.rules[0].fields[0]"), "{condition}");
     let good = patches.iter().find(|(n, _)| n == "good").expect("the valid policy's status was written");
     assert_eq!(good.1["status"]["conditions"][0]["status"], "True");
+    // An Event on each: Warning Invalid with the reason, Normal Ready (cluster-scoped
+    // objects' Events go to namespace default).
+    let events = events.lock().expect("lock").clone();
+    let on = |name: &str| {
+        events
+            .iter()
+            .find(|(_, e)| e["regarding"]["name"] == name)
+            .unwrap_or_else(|| panic!("no Event regarding {name}: {events:?}"))
+            .clone()
+    };
+    let (ns, bad) = on("bad");
+    assert_eq!(ns, "default");
+    assert_eq!((bad["type"].as_str(), bad["reason"].as_str()), (Some("Warning"), Some("Invalid")), "{bad}");
+    assert_eq!(bad["regarding"]["kind"], "OwnershipPolicy");
+    assert_eq!(bad["reportingController"], "hallmark");
+    let note = bad["note"].as_str().unwrap_or_default();
+    assert!(note.contains("refused, the policy is not in force") && note.contains("spec.rules[0].fields[0]"), "{note}");
+    let (_, good) = on("good");
+    assert_eq!((good["type"].as_str(), good["reason"].as_str()), (Some("Normal"), Some("Ready")), "{good}");
     // What the HallmarkPolicyRejected alert reads.
     let scrape = state.metrics.encode();
     assert!(scrape.contains(r#"hallmark_policies_rejected{source="crd"} 1"#), "{scrape}");

@@ -20,7 +20,17 @@ use std::path::{Component, Path, PathBuf};
 /// committed Markdown file). Each must exist: a renamed document fails here first.
 const DOCUMENTS: &[&str] = &[
     "README.md",
-    "RELIABILITY.md",
+    "docs/SUMMARY.md",
+    "docs/install.md",
+    "docs/provenance.md",
+    "docs/ownership-policies.md",
+    "docs/gitops.md",
+    "docs/plugin.md",
+    "docs/operating.md",
+    "docs/performance.md",
+    "docs/reliability.md",
+    "docs/development.md",
+    "docs/reference.md",
     "manifests/README.md",
     "certs/README.md",
     "benches/README.md",
@@ -351,6 +361,52 @@ fn the_reference_is_linked_from_the_readme() {
         "README.md must link docs/reference.md, the reference of the interfaces"
     );
     assert!(root.join("docs/reference.md").is_file());
+}
+
+/// The README is the front page: short, with the two commands of a fresh clone (CI runs
+/// `cargo test` through `.ci/run`), and it leads to the guide.
+#[test]
+fn the_readme_is_a_front_page_that_leads_to_the_guide() {
+    let root = root();
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let lines = readme.lines().count();
+    assert!(lines <= 300, "README.md has {lines} lines; the guide belongs in docs/");
+    for command in ["cargo test", "cargo run --release -- serve", "cargo install --path ."] {
+        assert!(readme.contains(command), "README.md must show `{command}`");
+    }
+    let targets: BTreeSet<String> = links(&readme).into_iter().map(|l| l.target).collect();
+    for page in guide_pages(&root) {
+        let want = format!("docs/{page}");
+        assert!(
+            targets.iter().any(|t| t == &want || t.starts_with(&format!("{want}#"))),
+            "README.md does not link {want}"
+        );
+    }
+}
+
+/// The pages of the guide: every `docs/*.md` but SUMMARY.md.
+fn guide_pages(root: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(root.join("docs"))
+        .expect("docs/")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .filter(|n| n.ends_with(".md") && n != "SUMMARY.md")
+        .collect()
+}
+
+/// `mdbook build docs` renders the guide: docs/book.toml takes docs/ as its source, and
+/// docs/SUMMARY.md (mdBook's table of contents) lists every page exactly once, each a file
+/// that exists.
+#[test]
+fn the_summary_lists_every_page_of_the_guide_once() {
+    let root = root();
+    let book = std::fs::read_to_string(root.join("docs/book.toml")).expect("docs/book.toml");
+    assert!(book.lines().any(|l| l.replace(' ', "") == "src=\".\""), "book.toml: src = \".\"");
+    let summary = std::fs::read_to_string(root.join("docs/SUMMARY.md")).expect("docs/SUMMARY.md");
+    let listed: Vec<String> = links(&summary).into_iter().map(|l| l.target).collect();
+    let unique: BTreeSet<String> = listed.iter().cloned().collect();
+    assert_eq!(unique.len(), listed.len(), "a page listed twice: {listed:?}");
+    assert_eq!(unique, guide_pages(&root), "docs/SUMMARY.md and the pages in docs/ differ");
 }
 
 #[test]

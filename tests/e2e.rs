@@ -34,7 +34,8 @@ use hallmark::server::tls::{CertStore, certified_key_from_pem};
 use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
@@ -46,6 +47,7 @@ use std::time::Duration;
 /// each holds this for its whole run, so they take turns whatever `--test-threads` says.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+#[derive(Clone)]
 struct Env {
     kubeconfig: String,
     url: String,
@@ -169,12 +171,13 @@ async fn start_and_register(env: &Env, ns: &str) -> tokio::sync::oneshot::Sender
 
 /// As `start_and_register`; with `conditions`, the ownership webhook is registered as
 /// `hallmark webhook-config` generates it for POLICY (no CREATE, the generated
-/// matchConditions). Also returns the server's state, for its request counters.
+/// matchConditions). Also returns the server's state, for its request counters, and the
+/// CA (PEM) of its serving certificate.
 async fn start_and_register_with(
     env: &Env,
     ns: &str,
     conditions: bool,
-) -> (tokio::sync::oneshot::Sender<()>, Arc<AppState>) {
+) -> (tokio::sync::oneshot::Sender<()>, Arc<AppState>, String) {
     let url: hyper::Uri = env.url.parse().expect("HALLMARK_E2E_WEBHOOK_URL is a URL");
     let host = url.host().expect("URL has a host").trim_matches(['[', ']']).to_owned();
     let port = url.port_u16().unwrap_or(443);
@@ -218,6 +221,7 @@ async fn start_and_register_with(
 
     let admin = client_as(env, None).await;
     sweep_leftovers(&admin).await;
+    let ca_pem = bundle.ca_pem.clone();
     let ca = k8s_openapi::ByteString(bundle.ca_pem.into_bytes());
     let selector = json!({"matchLabels": {"hallmark-e2e": ns}});
     let rules = json!([{"apiGroups": ["apps"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE", "DELETE"],
@@ -271,7 +275,7 @@ async fn start_and_register_with(
     Api::<RoleBinding>::namespaced(admin, ns).create(&PostParams::default(), &binding).await.expect("rolebinding");
     // Webhook configurations take a moment to be picked up by the apiserver.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    (tx, state)
+    (tx, state, ca_pem)
 }
 
 /// The label on every webhook configuration an e2e run registers (value: its namespace).
@@ -354,7 +358,7 @@ async fn e2e_stamps_denies_and_keeps_noops_quiet() {
     let Some(env) = env() else { return };
     let _serial = SERIAL.lock().await;
     let ns = format!("hallmark-e2e-{}", std::process::id());
-    let (stop, state) = start_and_register_with(&env, &ns, false).await;
+    let (stop, state, _) = start_and_register_with(&env, &ns, false).await;
     let _registered = Registered::new(&env, &ns, stop);
     let result = tokio::time::timeout(Duration::from_secs(180), async {
         scenario(&env, &ns, &state).await;
@@ -730,7 +734,7 @@ async fn e2e_writes_hallmark_cannot_judge_are_not_sent_to_validate() {
     let _serial = SERIAL.lock().await;
     // Outside POLICY's `hallmark-e2e-*` namespaces: only managedFields and reconcilers matter.
     let ns = format!("hallmark-cel-{}", std::process::id());
-    let (stop, state) = start_and_register_with(&env, &ns, true).await;
+    let (stop, state, _) = start_and_register_with(&env, &ns, true).await;
     let _registered = Registered::new(&env, &ns, stop);
     let result = tokio::time::timeout(Duration::from_secs(120), skipped_scenario(&env, &ns, &state)).await;
     result.expect("scenario finished in time");
@@ -871,7 +875,7 @@ async fn e2e_verdicts_people_can_trust() {
     let Some(env) = env() else { return };
     let _serial = SERIAL.lock().await;
     let ns = format!("hallmark-e2e-verdicts-{}", std::process::id());
-    let (stop, state) = start_and_register_with(&env, &ns, false).await;
+    let (stop, state, _) = start_and_register_with(&env, &ns, false).await;
     let _registered = Registered::new(&env, &ns, stop);
     let result = tokio::time::timeout(Duration::from_secs(180), verdicts_scenario(&env, &ns, &state)).await;
     result.expect("scenario finished in time");
@@ -989,7 +993,7 @@ async fn e2e_audit_trail() {
             return;
         }
     }
-    let (stop, state) = start_and_register_with(&env, &ns, false).await;
+    let (stop, state, _) = start_and_register_with(&env, &ns, false).await;
     let _registered = Registered::new(&env, &ns, stop);
     let result = tokio::time::timeout(Duration::from_secs(240), audit_trail_scenario(&env, &ns, &state)).await;
     result.expect("scenario finished in time");
@@ -1166,4 +1170,171 @@ async fn audit_trail_scenario(env: &Env, ns: &str, state: &Arc<AppState>) {
     let (code, out) = plugin(env, &["drift", "deploy/agent", "-n", ns, "--policy", &policy, "--patch"]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("memory: 256Mi") && out.contains("name: agent"), "{out}");
+}
+
+/// What the issue "install, learn and operate" is checked by on a real kube-apiserver: an
+/// invalid OwnershipPolicy is refused by `kubectl apply` with hallmark's reason (the
+/// policy webhook as `hallmark webhook-config --url` prints it, limited by an
+/// objectSelector to this run's policies), a valid one is accepted, and a user bound only
+/// to the default `view` ClusterRole can list policies once hallmark's aggregated
+/// `hallmark-view` role exists. The CRD is created if the cluster has none (and then
+/// removed); every other object this creates is its own and removed at the end.
+#[tokio::test]
+async fn e2e_an_invalid_policy_is_refused_at_apply_and_view_lists_policies() {
+    let Some(env) = env() else { return };
+    let _serial = SERIAL.lock().await;
+    let ns = format!("hallmark-e2e-p{}", std::process::id());
+    let (stop, _, ca_pem) = start_and_register_with(&env, &ns, false).await;
+    let admin = client_as(&env, None).await;
+    let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
+    let crd_name = "ownershippolicies.hallmark.dev";
+    let created_crd = match crds.get_opt(crd_name).await.expect("read CRDs") {
+        Some(_) => false,
+        None => {
+            use kube::CustomResourceExt as _;
+            crds.create(&PostParams::default(), &hallmark::policy::OwnershipPolicy::crd())
+                .await
+                .expect("create the CRD");
+            true
+        }
+    };
+    // In a task of its own, so that a failed assertion still gets to the cleanup below.
+    let scenario = {
+        let (env, ns, admin) = (env.clone(), ns.clone(), admin.clone());
+        tokio::spawn(async move {
+            tokio::time::timeout(Duration::from_secs(180), policy_scenario(&env, &ns, &admin, ca_pem)).await
+        })
+    };
+    let result = scenario.await;
+    // Cleanup, whatever happened.
+    let _ = Api::<ValidatingWebhookConfiguration>::all(admin.clone())
+        .delete(&format!("{ns}-policies"), &DeleteParams::default())
+        .await;
+    let _ = Api::<ClusterRoleBinding>::all(admin.clone()).delete(&format!("{ns}-view"), &DeleteParams::default()).await;
+    let _ =
+        Api::<ClusterRole>::all(admin.clone()).delete(&format!("{ns}-hallmark-view"), &DeleteParams::default()).await;
+    let policies: Api<hallmark::policy::OwnershipPolicy> = Api::all(admin.clone());
+    let _ = policies.delete(&format!("{ns}-good"), &DeleteParams::default()).await;
+    let _ = policies.delete(&format!("{ns}-bad"), &DeleteParams::default()).await;
+    if created_crd {
+        let _ = crds.delete(crd_name, &DeleteParams::default()).await;
+    }
+    cleanup(&env, &ns).await;
+    let _ = stop.send(());
+    match result {
+        Ok(finished) => finished.expect("policy scenario finished in time"),
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+async fn policy_scenario(env: &Env, ns: &str, admin: &Client, ca_pem: String) {
+    // The CRD serves once Established.
+    let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
+    let established = |c: &CustomResourceDefinition| {
+        c.status
+            .iter()
+            .flat_map(|s| s.conditions.iter().flatten())
+            .any(|c| c.type_ == "Established" && c.status == "True")
+    };
+    let start = std::time::Instant::now();
+    while !crds.get("ownershippolicies.hallmark.dev").await.is_ok_and(|c| established(&c)) {
+        assert!(start.elapsed() < Duration::from_secs(30), "the CRD became Established");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // The policy webhook as `hallmark webhook-config --url URL --ca-file CA` prints it, for
+    // this run's policies only.
+    let target = hallmark::webhook_config::Target {
+        name: ns.to_owned(),
+        url: Some(env.url.clone()),
+        ca_bundle: ca_pem.into_bytes(),
+        ..hallmark::webhook_config::Target::default()
+    };
+    let mut config = hallmark::webhook_config::policies(&target);
+    for w in config.webhooks.iter_mut().flatten() {
+        w.object_selector =
+            Some(serde_json::from_value(json!({"matchLabels": {"hallmark-e2e": ns}})).expect("selector"));
+    }
+    Api::<ValidatingWebhookConfiguration>::all(admin.clone())
+        .create(&PostParams::default(), &config)
+        .await
+        .expect("register the policy webhook");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = |name: &str, spec: &str| {
+        let path = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: hallmark.dev/v1alpha1\nkind: OwnershipPolicy\nmetadata:\n  name: {name}\n  labels: {{hallmark-e2e: {ns}}}\nspec:\n{spec}"
+            ),
+        )
+        .expect("write");
+        path
+    };
+    let bad = manifest(
+        &format!("{ns}-bad"),
+        "  owner: {name: platform}\n  rules:\n  - match: {kinds: [Deployment]}\n    fields: [spec.replicas]\n    action: deny\n",
+    );
+    let good = manifest(
+        &format!("{ns}-good"),
+        "  owner: {name: platform, reconcilers: {fieldManagers: [kustomize-controller]}}\n  rules:\n  - match: {kinds: [Deployment], namespaces: [nowhere-e2e]}\n    fields: [spec.replicas]\n    action: warn\n",
+    );
+    // --validate=false: kubectl's client-side schema check downloads the OpenAPI documents
+    // first, which a bare control plane can fail to serve; the refusal under test comes
+    // from admission on the server either way.
+    // Off the test's thread: the webhook this test serves must answer while kubectl waits.
+    let kubectl = |file: std::path::PathBuf| {
+        let kubeconfig = env.kubeconfig.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new("kubectl")
+                .args(["--kubeconfig", &kubeconfig, "apply", "--validate=false", "-f"])
+                .arg(file)
+                .output()
+                .expect("run kubectl (on PATH for the e2e tests)");
+            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            (out.status.code().unwrap_or(-1), text)
+        })
+    };
+    let (code, text) = kubectl(bad).await.expect("kubectl");
+    assert_ne!(code, 0, "an invalid policy is refused: {text}");
+    let want = format!(
+        "admission webhook \"policies.hallmark.dev\" denied the request: OwnershipPolicy \"{ns}-bad\" is invalid: spec.owner.reconcilers: rules need reconcilers"
+    );
+    assert!(text.contains(&want), "kubectl apply says why:\n{text}");
+    let (code, text) = kubectl(good).await.expect("kubectl");
+    assert_eq!(code, 0, "a valid policy is created: {text}");
+
+    // view, through the aggregated role: before it exists, Forbidden; then allowed.
+    let viewer = client_as(env, Some(("hallmark-e2e-viewer", &[]))).await;
+    let as_viewer: Api<hallmark::policy::OwnershipPolicy> = Api::all(viewer);
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": format!("{ns}-view")},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "hallmark-e2e-viewer"}]
+    }))
+    .expect("binding");
+    Api::<ClusterRoleBinding>::all(admin.clone()).create(&PostParams::default(), &binding).await.expect("bind view");
+    // The base's hallmark-view, under this run's name (the aggregation selects the label).
+    let base = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/base/rbac-aggregated.yaml"))
+        .expect("rbac-aggregated.yaml");
+    let first = serde_yaml::Deserializer::from_str(&base).next().expect("a document");
+    let mut role: ClusterRole = serde::Deserialize::deserialize(first).expect("ClusterRole");
+    assert_eq!(role.metadata.name.as_deref(), Some("hallmark-view"));
+    role.metadata.name = Some(format!("{ns}-hallmark-view"));
+    Api::<ClusterRole>::all(admin.clone()).create(&PostParams::default(), &role).await.expect("hallmark-view");
+    let start = std::time::Instant::now();
+    loop {
+        match as_viewer.list(&Default::default()).await {
+            Ok(list) => {
+                assert!(list.items.iter().any(|p| p.metadata.name.as_deref() == Some(&format!("{ns}-good"))));
+                break;
+            }
+            Err(e) => {
+                assert!(start.elapsed() < Duration::from_secs(60), "view never listed OwnershipPolicies: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
 }

@@ -347,6 +347,12 @@ impl Tree {
         assert_eq!(docs.len(), 1, "the base must hold exactly one {kind}, found {}", docs.len());
         docs[0].typed()
     }
+
+    fn base_named<T: DeserializeOwned>(&self, kind: &str, name: &str) -> T {
+        let docs: Vec<_> = self.docs_of("base").into_iter().filter(|d| d.kind() == kind && d.name() == name).collect();
+        assert_eq!(docs.len(), 1, "the base must hold exactly one {kind} {name}, found {}", docs.len());
+        docs[0].typed()
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -569,7 +575,7 @@ fn norm(expr: &str) -> String {
 }
 
 fn webhooks() -> (MutatingWebhookConfiguration, ValidatingWebhookConfiguration) {
-    (tree().base_one("MutatingWebhookConfiguration"), tree().base_one("ValidatingWebhookConfiguration"))
+    (tree().base_one("MutatingWebhookConfiguration"), tree().base_named("ValidatingWebhookConfiguration", NAME))
 }
 
 /// (group, resource, operation) triples a rule list covers, checking versions and scope.
@@ -781,12 +787,111 @@ fn crd_at_manifests_crd_yaml_is_the_base_crd_for_ownershippolicies() {
 }
 
 #[test]
-fn examples_are_ownershippolicies_the_crd_accepts() {
+fn examples_are_ownershippolicies_the_crd_accepts_and_the_policy_readers_binding() {
     let examples: Vec<_> = tree().docs.iter().filter(|d| d.role == Role::Example).collect();
-    assert!(!examples.is_empty(), "manifests/examples/ should hold an OwnershipPolicy");
+    assert!(
+        examples.iter().any(|d| d.kind() == "OwnershipPolicy"),
+        "manifests/examples/ should hold an OwnershipPolicy"
+    );
     for d in examples {
-        assert_eq!((d.api_version(), d.kind()), ("hallmark.dev/v1alpha1", "OwnershipPolicy"), "{}", d.at());
+        match (d.api_version(), d.kind()) {
+            ("hallmark.dev/v1alpha1", "OwnershipPolicy") => {}
+            ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+                let b: ClusterRoleBinding = d.typed();
+                assert_eq!(b.role_ref.name, "hallmark-view", "{}: binds the read-only role", d.at());
+                let subjects = b.subjects.unwrap_or_default();
+                assert_eq!(subjects.len(), 1);
+                assert_eq!((subjects[0].kind.as_str(), subjects[0].name.as_str()), ("Group", "system:authenticated"));
+            }
+            other => panic!("{}: unexpected example {other:?}", d.at()),
+        }
     }
+}
+
+/// The RBAC table of docs/install.md says exactly what the base's ClusterRoles grant:
+/// one row per (role, API group, resources, verbs), backticked values.
+#[test]
+fn the_rbac_table_in_the_docs_is_what_the_manifests_grant() {
+    let doc = read("docs/install.md");
+    let start = doc.find("## Who may read and write policies (RBAC)").expect("the RBAC section of docs/install.md");
+    let ticked = |cell: &str| -> Vec<String> {
+        cell.split('`').skip(1).step_by(2).map(|s| if s == "\"\"" { String::new() } else { s.to_owned() }).collect()
+    };
+    let mut in_docs = BTreeSet::new();
+    let mut role = String::new();
+    for line in doc[start..].lines().skip_while(|l| !l.starts_with("| ClusterRole")).skip(2) {
+        if !line.starts_with('|') {
+            break;
+        }
+        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+        assert_eq!(cells.len(), 5, "{line}");
+        if let Some(r) = ticked(cells[0]).first() {
+            role = r.clone();
+        }
+        let groups = ticked(cells[2]);
+        let resources: Vec<String> = ticked(cells[3]).into_iter().filter(|r| !r.starts_with("resourceNames")).collect();
+        for g in &groups {
+            for r in &resources {
+                for v in ticked(cells[4]) {
+                    in_docs.insert((role.clone(), g.clone(), r.clone(), v));
+                }
+            }
+        }
+    }
+    let mut in_manifests = BTreeSet::new();
+    for d in tree().docs_of("base").into_iter().filter(|d| d.kind() == "ClusterRole") {
+        let role: ClusterRole = d.typed();
+        let name = role.metadata.name.clone().unwrap_or_default();
+        for rule in role.rules.iter().flatten() {
+            for g in rule.api_groups.iter().flatten() {
+                for r in rule.resources.iter().flatten() {
+                    for v in &rule.verbs {
+                        in_manifests.insert((name.clone(), g.clone(), r.clone(), v.clone()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(in_manifests.len() > 10, "{in_manifests:?}");
+    assert_eq!(in_docs, in_manifests, "docs/install.md's RBAC table and manifests/base differ");
+}
+
+#[test]
+fn aggregated_roles_give_view_the_policy_reads_and_edit_the_policy_writes() {
+    let view: ClusterRole = tree().base_named("ClusterRole", "hallmark-view");
+    let edit: ClusterRole = tree().base_named("ClusterRole", "hallmark-edit");
+    let label = |r: &ClusterRole, k: &str| r.metadata.labels.as_ref().and_then(|l| l.get(k)).cloned();
+    // kube-apiserver's bootstrap roles `view` and `edit` select these labels
+    // (plugin/pkg/auth/authorizer/rbac/bootstrappolicy/policy.go).
+    assert_eq!(label(&view, "rbac.authorization.k8s.io/aggregate-to-view").as_deref(), Some("true"));
+    assert_eq!(label(&edit, "rbac.authorization.k8s.io/aggregate-to-edit").as_deref(), Some("true"));
+    assert_eq!(
+        label(&view, "rbac.authorization.k8s.io/aggregate-to-edit"),
+        None,
+        "view is aggregated into edit already"
+    );
+    let triples = |r: &ClusterRole| -> BTreeSet<(String, String, String)> {
+        let mut out = BTreeSet::new();
+        for rule in r.rules.iter().flatten() {
+            assert!(rule.resource_names.is_none() && rule.non_resource_urls.is_none());
+            for g in rule.api_groups.iter().flatten() {
+                for res in rule.resources.iter().flatten() {
+                    for v in &rule.verbs {
+                        out.insert((g.clone(), res.clone(), v.clone()));
+                    }
+                }
+            }
+        }
+        out
+    };
+    let set = |verbs: &[&str]| -> BTreeSet<(String, String, String)> {
+        verbs.iter().map(|v| ("hallmark.dev".to_owned(), "ownershippolicies".to_owned(), v.to_string())).collect()
+    };
+    assert_eq!(triples(&view), set(&["get", "list", "watch"]));
+    assert_eq!(triples(&edit), set(&["create", "update", "patch", "delete", "deletecollection"]));
+    // No binding in the base: the roles reach users through view and edit only.
+    let binding: ClusterRoleBinding = tree().base_one("ClusterRoleBinding");
+    assert_eq!(binding.role_ref.name, NAME);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -908,6 +1013,51 @@ fn webhooks_skip_system_namespaces_and_constant_system_writers() {
         |c: Option<&Vec<MatchCondition>>| c.unwrap().iter().filter(|c| c.name == GENERATED_CONDITION).count();
     assert_eq!(generated(m.webhooks.as_ref().unwrap()[0].match_conditions.as_ref()), 0);
     assert_eq!(generated(v.webhooks.as_ref().unwrap()[0].match_conditions.as_ref()), 1);
+}
+
+/// (kind, name) of the base's three webhook configurations.
+fn webhook_configurations() -> BTreeSet<(String, String)> {
+    [
+        ("MutatingWebhookConfiguration", NAME),
+        ("ValidatingWebhookConfiguration", NAME),
+        ("ValidatingWebhookConfiguration", POLICY_CONFIG),
+    ]
+    .iter()
+    .map(|(k, n)| (k.to_string(), n.to_string()))
+    .collect()
+}
+
+/// The ValidatingWebhookConfiguration of the policy webhook.
+const POLICY_CONFIG: &str = "hallmark-policies";
+const POLICY_WEBHOOK: &str = "policies.hallmark.dev";
+
+#[test]
+fn the_policy_webhook_checks_ownershippolicy_writes_on_the_service_and_fails_open() {
+    let p: ValidatingWebhookConfiguration = tree().base_named("ValidatingWebhookConfiguration", POLICY_CONFIG);
+    let svc: Service = tree().base_one("Service");
+    let w = p.webhooks.as_ref().expect("webhooks");
+    assert_eq!(w.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(), [POLICY_WEBHOOK]);
+    let w = &w[0];
+    check_service_reference(POLICY_WEBHOOK, &w.client_config, &svc, "/validate-policy");
+    assert_eq!(w.failure_policy.as_deref(), Some("Ignore"), "policies can still be applied while hallmark is down");
+    assert_eq!(w.side_effects, "None");
+    assert_eq!(w.admission_review_versions, ["v1"]);
+    assert_eq!(w.timeout_seconds, Some(5));
+    let rules = w.rules.as_ref().expect("rules");
+    assert_eq!(rules.len(), 1);
+    let r = &rules[0];
+    assert_eq!(r.api_groups.as_deref(), Some(&["hallmark.dev".to_owned()][..]));
+    assert_eq!(r.resources.as_deref(), Some(&["ownershippolicies".to_owned()][..]));
+    assert_eq!(r.operations.as_deref(), Some(&["CREATE".to_owned(), "UPDATE".to_owned()][..]));
+    assert_eq!(r.scope.as_deref(), Some("Cluster"));
+    // The CRD serves the version the rule names.
+    let crd: CustomResourceDefinition = tree().base_one("CustomResourceDefinition");
+    assert_eq!(crd.spec.group, "hallmark.dev");
+    assert!(crd.spec.versions.iter().any(|v| Some(&[v.name.clone()][..]) == r.api_versions.as_deref()));
+    assert_eq!(
+        w.client_config.ca_bundle.as_ref().map(|b| b.0.as_slice()),
+        Some(&b"hallmark-ca-bundle-placeholder"[..])
+    );
 }
 
 #[test]
@@ -1178,7 +1328,7 @@ fn config_map_holds_a_config_with_only_documented_keys() {
 
 #[test]
 fn cluster_role_grants_only_policy_reads_status_writes_events_and_scale_parent_reads() {
-    let role: ClusterRole = tree().base_one("ClusterRole");
+    let role: ClusterRole = tree().base_named("ClusterRole", NAME);
     assert!(role.aggregation_rule.is_none());
     let mut have = BTreeSet::new();
     for r in role.rules.iter().flatten() {
@@ -1187,7 +1337,7 @@ fn cluster_role_grants_only_policy_reads_status_writes_events_and_scale_parent_r
         if own_config {
             // Only hallmark's own configuration, by name, and only get/patch.
             assert_eq!(r.resource_names.as_deref(), Some(&[NAME.to_owned()][..]), "resourceNames of {r:?}");
-            let v: ValidatingWebhookConfiguration = tree().base_one("ValidatingWebhookConfiguration");
+            let v: ValidatingWebhookConfiguration = tree().base_named("ValidatingWebhookConfiguration", NAME);
             assert_eq!(v.metadata.name.as_deref(), Some(NAME));
         } else {
             assert!(r.resource_names.is_none(), "plain resource rules only");
@@ -1275,10 +1425,10 @@ fn cert_manager_overlay_injects_the_ca_into_both_webhook_configurations() {
             }
         }
     }
-    for kind in ["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"] {
+    for (kind, name) in webhook_configurations() {
         let v = annotated
-            .get(&(kind.to_owned(), NAME.to_owned()))
-            .unwrap_or_else(|| panic!("cert-manager overlay must annotate {kind} {NAME} with {INJECT_CA_FROM}"));
+            .get(&(kind.clone(), name.clone()))
+            .unwrap_or_else(|| panic!("cert-manager overlay must annotate {kind} {name} with {INJECT_CA_FROM}"));
         assert_eq!(v, &format!("{NAMESPACE}/{TLS_SECRET}"));
     }
 
@@ -1287,11 +1437,14 @@ fn cert_manager_overlay_injects_the_ca_into_both_webhook_configurations() {
     for (target, body) in k.inline_patches() {
         for op in body.as_array().into_iter().flatten() {
             if op["op"] == "remove" && op["path"].as_str().is_some_and(|p| p.ends_with("/clientConfig/caBundle")) {
-                removed.insert(target["kind"].as_str().unwrap_or_default().to_owned());
+                removed.insert((
+                    target["kind"].as_str().unwrap_or_default().to_owned(),
+                    target["name"].as_str().unwrap_or_default().to_owned(),
+                ));
             }
         }
     }
-    assert_eq!(removed, ["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"].map(String::from).into());
+    assert_eq!(removed, webhook_configurations());
 
     // The annotation names a Certificate of the overlay that serves the webhook Service.
     let docs = t.own_docs("cert-manager");
@@ -1348,11 +1501,13 @@ fn hallmark_certs_overlay_makes_the_secret_and_both_ca_bundles_from_one_ca_file(
         for target in r["targets"].as_array().unwrap() {
             let paths: Vec<&str> = target["fieldPaths"].as_array().unwrap().iter().filter_map(Json::as_str).collect();
             assert_eq!(paths, vec!["webhooks.*.clientConfig.caBundle"]);
-            assert_eq!(target["select"]["name"], NAME);
-            filled.insert(target["select"]["kind"].as_str().unwrap().to_owned());
+            filled.insert((
+                target["select"]["kind"].as_str().unwrap().to_owned(),
+                target["select"]["name"].as_str().unwrap().to_owned(),
+            ));
         }
     }
-    assert_eq!(filled, ["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"].map(String::from).into());
+    assert_eq!(filled, webhook_configurations(), "every webhook configuration gets the CA");
 
     // `hallmark certs` writes the private key there: it must never be committed.
     let ignore =
@@ -1535,8 +1690,8 @@ fn kustomize_renders_the_base_and_both_overlays_into_valid_objects() {
     for d in &cm {
         check_typed(d);
     }
-    for kind in ["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"] {
-        let d = find(&cm, kind, NAME);
+    for (kind, name) in webhook_configurations() {
+        let d = find(&cm, &kind, &name);
         assert_eq!(d.json["metadata"]["annotations"][INJECT_CA_FROM], format!("{NAMESPACE}/{TLS_SECRET}"));
         for w in d.json["webhooks"].as_array().unwrap() {
             assert!(w["clientConfig"].get("caBundle").is_none(), "{kind}: caBundle must be left to cainjector");
@@ -1569,12 +1724,14 @@ fn kustomize_renders_the_base_and_both_overlays_into_valid_objects() {
     assert!(data.contains_key("tls.crt") && data.contains_key("tls.key"));
     let m: MutatingWebhookConfiguration = find(&hc, "MutatingWebhookConfiguration", NAME).typed();
     let v: ValidatingWebhookConfiguration = find(&hc, "ValidatingWebhookConfiguration", NAME).typed();
+    let p: ValidatingWebhookConfiguration = find(&hc, "ValidatingWebhookConfiguration", POLICY_CONFIG).typed();
     for b in m
         .webhooks
         .iter()
         .flatten()
         .map(|w| &w.client_config.ca_bundle)
         .chain(v.webhooks.iter().flatten().map(|w| &w.client_config.ca_bundle))
+        .chain(p.webhooks.iter().flatten().map(|w| &w.client_config.ca_bundle))
     {
         assert_eq!(b.as_ref().map(|b| b.0.as_slice()), Some(ca_pem.as_bytes()), "caBundle = ca.crt");
     }

@@ -1,7 +1,7 @@
 //! What an SRE on call relies on: the alerts and the dashboard in `manifests/monitoring/`
 //! query metrics that `hallmark serve` really exports (or kube-apiserver's own
 //! admission-webhook metrics), every PromQL expression parses, each alert has a runbook in
-//! README.md, the overlay renders, and the logs are what a log pipeline can read: JSON in
+//! docs/operating.md, the overlay renders, and the logs are what a log pipeline can read: JSON in
 //! the manifests, no colour escape codes off a terminal, one line per notable decision
 //! with the fields involved and never their values.
 
@@ -14,7 +14,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------------------
 // The files
@@ -170,13 +169,7 @@ impl Proc {
 /// Writes a serving pair valid for `days` days, replacing the files atomically; returns
 /// the CA PEM.
 fn write_pair_for(dir: &Path, days: i64) -> String {
-    let b = hallmark::certs::generate(&["localhost".into(), "127.0.0.1".into()], days).expect("certs");
-    for (name, text) in [("tls.key", &b.key_pem), ("tls.crt", &b.cert_pem)] {
-        let tmp = dir.join(format!("{name}.tmp"));
-        std::fs::write(&tmp, text).expect("write");
-        std::fs::rename(&tmp, dir.join(name)).expect("rename");
-    }
-    b.ca_pem
+    write_bundle(dir, &hallmark::certs::generate(&["localhost".into(), "127.0.0.1".into()], days).expect("certs"))
 }
 
 /// Starts `hallmark serve` on free ports with a 1-day certificate, the Flux CPU policy
@@ -210,32 +203,10 @@ async fn start(extra: &[&str]) -> Proc {
     let (a, ca) = (p.addr, p.ca.clone());
     wait_until("the webhook port", || {
         let ca = ca.clone();
-        async move { try_connect(a, &ca).await }
+        async move { handshake_ok(a, &ca).await }
     })
     .await;
     p
-}
-
-async fn try_connect(addr: SocketAddr, ca: &str) -> bool {
-    let Ok(tcp) = tokio::net::TcpStream::connect(addr).await else { return false };
-    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-    tls_connector(ca, b"http/1.1").connect(name, tcp).await.is_ok()
-}
-
-/// Polls `f` until it holds; gives up (fails) after a generous bound.
-async fn wait_until<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(30) {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 /// The sample names a scrape exports, from its `# TYPE` lines: a counter `x` is exported
@@ -304,8 +275,8 @@ fn the_rules_alert_on_what_the_issue_names_each_with_severity_summary_and_runboo
     ] {
         assert!(names.contains(want), "no alert {want}; have {names:?}");
     }
-    let readme = read("README.md");
-    let anchors: BTreeSet<String> = readme.lines().filter(|l| l.starts_with('#')).map(github_anchor).collect();
+    let runbooks = read("docs/operating.md");
+    let anchors: BTreeSet<String> = runbooks.lines().filter(|l| l.starts_with('#')).map(github_anchor).collect();
     for a in alerts() {
         let name = a["alert"].as_str().unwrap();
         assert!(
@@ -316,9 +287,9 @@ fn the_rules_alert_on_what_the_issue_names_each_with_severity_summary_and_runboo
         assert!(a["annotations"]["description"].as_str().is_some_and(|s| !s.is_empty()), "{name}: description");
         let url = a["annotations"]["runbook_url"].as_str().unwrap_or_else(|| panic!("{name}: runbook_url"));
         let (page, anchor) = url.split_once('#').unwrap_or_else(|| panic!("{name}: runbook_url has no #anchor"));
-        assert!(page.ends_with("/README.md"), "{name}: the runbooks are in README.md, not {page}");
+        assert!(page.ends_with("/docs/operating.md"), "{name}: the runbooks are in docs/operating.md, not {page}");
         assert_eq!(anchor, name.to_lowercase(), "{name}: the anchor is the alert's own heading");
-        assert!(anchors.contains(anchor), "{name}: README.md has no heading with anchor #{anchor}");
+        assert!(anchors.contains(anchor), "{name}: docs/operating.md has no heading with anchor #{anchor}");
     }
 }
 
@@ -511,6 +482,94 @@ async fn every_metric_the_rules_and_the_dashboard_query_is_exported_or_kube_apis
 // Tests: metrics and logs of the real binary
 // ---------------------------------------------------------------------------------------
 
+/// The samples of a scrape: (name, labels) of each line that is not a comment.
+fn samples(scrape: &str) -> Vec<(String, BTreeMap<String, String>)> {
+    let mut out = Vec::new();
+    for line in scrape.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        let series = line.rsplit_once(' ').map_or(line, |(s, _)| s);
+        let (name, labels) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        let mut map = BTreeMap::new();
+        for pair in labels.split("\",").filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once("=\"").expect("label=\"value\"");
+            map.insert(k.to_owned(), v.trim_end_matches('"').to_owned());
+        }
+        out.push((name.to_owned(), map));
+    }
+    out
+}
+
+/// Labels Prometheus adds to every scraped series (target labels), not hallmark.
+const TARGET_LABELS: &[&str] = &["namespace", "pod", "job", "instance", "service", "container", "endpoint_port"];
+
+/// Prometheus' advice "avoid missing metrics": before any request, a scrape already has
+/// a sample of every labelled series an alert or a dashboard panel selects, so that the
+/// first error, refused certificate or denial is an increase from 0 (a counter that
+/// first appears at 1 has no increase, and its alert never fires).
+#[tokio::test]
+async fn the_first_scrape_has_a_sample_of_every_series_the_rules_and_the_dashboard_select() {
+    let p = start(&[]).await;
+    let scrape = metrics_text(p.metrics).await;
+    let found = samples(&scrape);
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for (at, e) in expressions() {
+        let ast = promql::parse(&e).unwrap_or_else(|why| panic!("{at}: {why}"));
+        let mut sels = Vec::new();
+        selectors(&ast, &mut sels);
+        for s in sels {
+            let Some(name) = metric_name(s) else { continue };
+            if !name.starts_with("hallmark_") {
+                continue;
+            }
+            checked += 1;
+            let hit = found.iter().any(|(n, labels)| {
+                n == &name
+                    && s.matchers.matchers.iter().filter(|m| m.name != "__name__").all(|m| {
+                        TARGET_LABELS.contains(&m.name.as_str())
+                            || m.is_match(labels.get(&m.name).map(String::as_str).unwrap_or(""))
+                    })
+            });
+            if !hit {
+                missing.push(format!("{at}: no sample of {s} in the first scrape"));
+            }
+        }
+    }
+    assert!(checked >= 20, "the rules and the dashboard select hallmark series: {checked}");
+    assert!(missing.is_empty(), "{}\nscrape:\n{scrape}", missing.join("\n"));
+    // The series an alert computes increase() or rate() of start at 0.
+    for series in [
+        r#"hallmark_reloads_total{what="certificate",result="error"}"#,
+        r#"hallmark_errors_total{endpoint="validate",kind="internal"}"#,
+        r#"hallmark_admission_requests_total{endpoint="validate",outcome="denied"}"#,
+        r#"hallmark_ownership_decisions_total{outcome="denied",policy="platform"}"#,
+        r#"hallmark_policies_rejected{source="files"}"#,
+        r#"hallmark_tls_handshake_failures_total{reason="certificate-refused"}"#,
+    ] {
+        assert_eq!(sample(&scrape, series), Some(0.0), "{series} in\n{scrape}");
+    }
+
+    // Traffic adds no series the first scrape lacked (the known label values are the
+    // ones the code uses), the policy label aside.
+    let mut client = ApiserverClient::connect(p.addr, &p.ca).await;
+    for f in ["deploy-web-create-csa-dev.json", FORGED, OWNED_CPU] {
+        client.post("/mutate", fixture_bytes(f)).await;
+        client.post("/validate", fixture_bytes(f)).await;
+    }
+    client.post("/validate", b"{not a review".to_vec()).await;
+    client.post("/mutate", b"[]".to_vec()).await;
+    let after = samples(&metrics_text(p.metrics).await);
+    let before: BTreeSet<_> = found.iter().cloned().collect();
+    let new: Vec<_> = after
+        .iter()
+        .filter(|(n, l)| !before.contains(&(n.clone(), l.clone())) && !l.contains_key("le"))
+        .filter(|(n, _)| !n.starts_with("hallmark_ownership_decisions_total"))
+        .collect();
+    assert!(new.is_empty(), "series that appeared only with traffic: {new:?}");
+}
+
 #[tokio::test]
 async fn certificate_expiry_is_exported_at_start_and_after_every_reload() {
     let p = start(&[]).await;
@@ -525,7 +584,7 @@ async fn certificate_expiry_is_exported_at_start_and_after_every_reload() {
         sample(&metrics_text(m).await, series).is_some_and(|e| (e - (now_unix() + 30.0 * day)).abs() < day / 2.0)
     })
     .await;
-    assert!(try_connect(p.addr, &ca).await, "the reloaded certificate is served");
+    assert!(handshake_ok(p.addr, &ca).await, "the reloaded certificate is served");
 }
 
 #[tokio::test]

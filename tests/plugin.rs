@@ -294,6 +294,35 @@ fn list_filters_by_committer_and_by_time() {
 }
 
 #[test]
+fn list_leaves_out_objects_never_stamped_unless_asked() {
+    // The kube-root-ca.crt ConfigMap that Kubernetes puts into every namespace: never
+    // written by anyone hallmark stamps.
+    let root_ca = serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "kube-root-ca.crt", "namespace": "team-a",
+                     "annotations": {"kubernetes.io/description": "Contains a CA bundle"}}
+    });
+    let mut items = recorded_list();
+    items.push(root_ca);
+    let names = |filter: ListFilter| -> Vec<String> {
+        list_rows("ConfigMap", &items, &keys(), &filter).into_iter().map(|r| r.name).collect()
+    };
+    let stamped = names(ListFilter::default());
+    assert!(!stamped.contains(&"kube-root-ca.crt".to_owned()), "{stamped:?}");
+    assert_eq!(stamped.len(), recorded_list().len(), "every recorded Deployment carries a stamp");
+    let all = names(ListFilter { unstamped: true, ..ListFilter::default() });
+    assert_eq!(all.len(), stamped.len() + 1);
+    assert!(all.contains(&"kube-root-ca.crt".to_owned()));
+    // An unstamped row shows <none> for its stamp.
+    let rows = list_rows("ConfigMap", &items, &keys(), &ListFilter { unstamped: true, ..ListFilter::default() });
+    let text = render_list(&rows, false, false, now());
+    assert!(
+        text.lines().any(|l| l.starts_with("ConfigMap") && l.contains("kube-root-ca.crt") && l.contains("<none>")),
+        "{text}"
+    );
+}
+
+#[test]
 fn list_as_json_is_a_list_of_objects_with_their_stamps() {
     let rows = list_rows("Deployment", &recorded_list(), &keys(), &ListFilter::default());
     let doc = list_document(&rows);
@@ -655,7 +684,7 @@ async fn show_of_a_missing_object_prints_kubectls_not_found_error_and_exits_1() 
 async fn show_of_a_resource_type_the_server_does_not_have_says_so() {
     let server = mock::ApiServer::start(false).await;
     let got = kubectl_hallmark(&server, &["show", "widgets/w1"]).await;
-    assert_eq!((got.code, got.stdout.as_str()), (1, ""));
+    assert_eq!((got.code, got.stdout.as_str()), (2, ""), "an unknown kind is bad input");
     assert_eq!(got.stderr, "error: the server doesn't have a resource type \"widgets\"\n");
 }
 

@@ -13,7 +13,7 @@ use hallmark::provenance::Stamper;
 use hallmark::review::{Engine, OnError};
 use hallmark::server::AppState;
 use hallmark::server::webhook_sync::{SyncOptions, patch_body, sync_with};
-use hallmark::webhook_config::{Target, mutating, ownership_conditions, validating};
+use hallmark::webhook_config::{Target, mutating, ownership_conditions, policies, validating};
 use serde::Deserialize as _;
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -45,6 +45,12 @@ fn committed_webhook_configurations_are_what_webhook_config_generates() {
     assert_eq!(committed("mutatingwebhookconfiguration.yaml"), m, "mutatingwebhookconfiguration.yaml is {hint}");
     let v = serde_json::to_value(validating(&Target::default(), &PolicySet::default())).expect("json");
     assert_eq!(committed("validatingwebhookconfiguration.yaml"), v, "validatingwebhookconfiguration.yaml is {hint}");
+    let p = serde_json::to_value(policies(&Target::default())).expect("json");
+    assert_eq!(
+        committed("validatingwebhookconfiguration-policies.yaml"),
+        p,
+        "validatingwebhookconfiguration-policies.yaml is {hint} (--only policies)"
+    );
 }
 
 fn run(args: &[&str]) -> (i32, String, String) {
@@ -72,12 +78,20 @@ fn the_command_prints_both_configurations_for_the_given_policies_and_service() {
     let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&out)
         .map(|d| serde_json::to_value(serde_yaml::Value::deserialize(d).expect("a YAML document")).expect("json"))
         .collect();
-    assert_eq!(docs.len(), 2, "{out}");
+    assert_eq!(docs.len(), 3, "{out}");
     assert_eq!(docs[0]["kind"], "MutatingWebhookConfiguration");
     assert_eq!(docs[1]["kind"], "ValidatingWebhookConfiguration");
+    assert_eq!(
+        (docs[2]["kind"].as_str(), docs[2]["metadata"]["name"].as_str()),
+        (Some("ValidatingWebhookConfiguration"), Some("hallmark-policies"))
+    );
+    assert_eq!(docs[2]["webhooks"][0]["clientConfig"]["service"]["path"], "/validate-policy");
     for d in &docs {
         let service = &d["webhooks"][0]["clientConfig"]["service"];
         assert_eq!((service["namespace"].as_str(), service["name"].as_str()), (Some("webhooks"), Some("hm")));
+        if d["metadata"]["name"] == "hallmark-policies" {
+            continue; // cluster-scoped OwnershipPolicies only: no namespaceSelector
+        }
         let excluded = &d["webhooks"][0]["namespaceSelector"]["matchExpressions"][0]["values"];
         assert_eq!(excluded, &json!(["kube-system", "webhooks"]));
     }

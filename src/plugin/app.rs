@@ -169,6 +169,9 @@ pub struct ListArgs {
     /// Only objects written since: a duration (2h, 1d, 1h30m) or an RFC 3339 time.
     #[arg(long)]
     pub since: Option<String>,
+    /// Also list objects without a stamp (not written since hallmark was installed).
+    #[arg(long, conflicts_with_all = ["branch", "committer", "since"])]
+    pub unstamped: bool,
 }
 
 /// A failure, printed to stderr in kubectl's words, with its exit code.
@@ -201,6 +204,8 @@ impl From<DiscoveryError> for Failure {
     fn from(e: DiscoveryError) -> Failure {
         match e {
             DiscoveryError::Api(e) => Failure::error(super::cluster::api_error(e)),
+            // A resource type or kind the server does not serve is bad input (exit 2).
+            e @ (DiscoveryError::Unknown(_) | DiscoveryError::UnknownKind { .. }) => Failure::bad_input(e.to_string()),
             other => Failure::error(other.to_string()),
         }
     }
@@ -523,7 +528,8 @@ async fn list_cmd(
         Some(s) => Some(super::age::parse_since(s, now).map_err(Failure::bad_input)?),
         None => None,
     };
-    let filter = ListFilter { branch: args.branch.clone(), committer: args.committer.clone(), since };
+    let filter =
+        ListFilter { branch: args.branch.clone(), committer: args.committer.clone(), since, unstamped: args.unstamped };
     let mut discovery = Discovery::new(cluster.client.clone());
     let mut resources = Vec::new();
     for kind in args.kind.split(',').map(str::trim).filter(|k| !k.is_empty()) {

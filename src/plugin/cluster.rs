@@ -197,15 +197,5 @@ impl Cluster {
 
 /// A server error in kubectl's words: the Status message when there is one.
 pub fn api_error(e: kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) if !s.message.is_empty() => {
-            if s.reason.is_empty() || s.reason == "Failed to parse error data" {
-                s.message.clone()
-            } else {
-                format!("Error from server ({}): {}", s.reason, s.message)
-            }
-        }
-        kube::Error::Api(s) => format!("the server answered {}", s.code),
-        other => other.to_string(),
-    }
+    crate::admission::kube_error(&e)
 }

@@ -7,12 +7,15 @@ use crate::provenance::Keys;
 use serde_json::{Value, json};
 
 /// `--branch`, `--committer`, `--since`: an object passes when its stamp matches all
-/// that are given (an object without the field does not).
+/// that are given (an object without the field does not). Objects without any stamp
+/// (never written since hallmark was installed, such as the `kube-root-ca.crt` ConfigMap
+/// of every namespace) pass only with `--unstamped`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListFilter {
     pub branch: Option<String>,
     pub committer: Option<String>,
     pub since: Option<jiff::Timestamp>,
+    pub unstamped: bool,
 }
 
 impl ListFilter {
@@ -21,10 +24,10 @@ impl ListFilter {
     }
 
     pub fn matches(&self, stamp: Option<&Stamp>) -> bool {
+        let Some(stamp) = stamp else { return self.unstamped && self.is_empty() };
         if self.is_empty() {
             return true;
         }
-        let Some(stamp) = stamp else { return false };
         let eq = |want: &Option<String>, have: &Option<String>| want.is_none() || want == have;
         let recent = match self.since {
             None => true,

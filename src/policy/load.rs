@@ -114,6 +114,36 @@ pub fn parse_documents(text: &str, source: &str) -> Result<Vec<CompiledPolicy>, 
     Ok(loaded.into_iter().map(|l| l.policy).collect())
 }
 
+/// Checks an `OwnershipPolicy` custom resource as kube-apiserver hands it to the policy
+/// webhook (`POST /validate-policy`): the object as JSON, read by the same loader as
+/// files and `--watch-policies`. An object has no file and no lines, so the error is
+/// `OwnershipPolicy "NAME" is invalid: FIELD: MESSAGE`, the text kube-apiserver returns
+/// to `kubectl apply`.
+pub fn check_object(object: &serde_json::Value) -> Result<CompiledPolicy, String> {
+    let name = object.pointer("/metadata/name").and_then(serde_json::Value::as_str).unwrap_or_default();
+    let invalid = |field: Option<String>, message: String| {
+        let mut out = format!("{KIND} {name:?} is invalid: ");
+        if let Some(field) = field {
+            out.push_str(&field);
+            out.push_str(": ");
+        }
+        out.push_str(&message);
+        out
+    };
+    // managedFields says nothing about the policy, and an object decoded from a review
+    // keeps it as JSON text (`admission::Review::decode`), which ObjectMeta would refuse.
+    let mut object = object.clone();
+    if let Some(meta) = object.get_mut("metadata").and_then(serde_json::Value::as_object_mut) {
+        meta.remove("managedFields");
+    }
+    let text = serde_json::to_string(&object).map_err(|e| invalid(None, e.to_string()))?;
+    let mut loaded = parse_located(&text, "").map_err(|e| invalid(e.field, e.message))?;
+    match loaded.len() {
+        1 => Ok(loaded.remove(0).policy),
+        _ => Err(invalid(None, format!("expected one {KIND} object"))),
+    }
+}
+
 /// Loads every policy of the given files and directories (a directory: its `*.yaml`,
 /// `*.yml` and `*.json` files, sorted by name, not recursively; names starting with `.`
 /// are skipped). A file given twice is read once. Policy names must be unique across
@@ -781,6 +811,36 @@ spec:
         // requirePodToken with exact names only still loads.
         let exact = DESIGN_EXAMPLE.replace("requirePodToken: false", "requirePodToken: true ");
         assert!(parse_documents(&exact, "p.yaml").is_ok_and(|p| p[0].require_pod_token));
+    }
+
+    #[test]
+    fn an_object_is_checked_by_the_same_loader_with_the_field_and_no_position() {
+        let object = |text: &str| -> serde_json::Value {
+            serde_json::to_value(serde_yaml::from_str::<serde_yaml::Value>(text).expect("yaml")).expect("json")
+        };
+        let ok = object(DESIGN_EXAMPLE);
+        assert_eq!(check_object(&ok).map(|p| p.name), Ok("platform".to_owned()));
+        // As a review decodes it: managedFields kept as JSON text.
+        let mut decoded = ok.clone();
+        decoded["metadata"]["managedFields"] = serde_json::Value::String(r#"[{"manager":"kubectl"}]"#.into());
+        assert_eq!(check_object(&decoded).map(|p| p.name), Ok("platform".to_owned()));
+        let cases = [
+            (
+                "apiVersion: hallmark.dev/v1alpha1\nkind: OwnershipPolicy\nmetadata: {name: x}\nspec:\n  owner: {name: o}\n  rules:\n  - fields: [a]\n    action: warn\n".to_owned(),
+                "OwnershipPolicy \"x\" is invalid: spec.owner.reconcilers: rules need reconcilers: name at least one user, group or fieldManager that may change the owned fields",
+            ),
+            (
+                DESIGN_EXAMPLE.replace("spec.template.spec.priorityClassName", "spec.template["),
+                "OwnershipPolicy \"platform\" is invalid: spec.rules[0].fields[1]: column 14: unclosed '['",
+            ),
+            (
+                DESIGN_EXAMPLE.replace("kind: OwnershipPolicy", "kind: Deployment"),
+                "OwnershipPolicy \"platform\" is invalid: kind: expected OwnershipPolicy, found \"Deployment\"",
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(check_object(&object(&text)).err().as_deref(), Some(want));
+        }
     }
 
     #[test]

@@ -26,9 +26,11 @@ pub const KIND: &str = "OwnershipPolicy";
     kind = "OwnershipPolicy",
     status = "OwnershipPolicyStatus",
     derive = "PartialEq",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status","description":"Whether hallmark loaded the policy's last generation (False: it keeps the last good version)"}"#,
     printcolumn = r#"{"name":"Owner","type":"string","jsonPath":".spec.owner.name"}"#,
     printcolumn = r#"{"name":"ManagedFields","type":"string","jsonPath":".spec.managedFields"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#
 )]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct OwnershipPolicySpec {

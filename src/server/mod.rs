@@ -66,6 +66,7 @@ impl AppState {
     pub fn new(engine: Engine, policies: PolicySet) -> AppState {
         let metrics = Metrics::new();
         metrics.policies.set(policies.policies.len() as i64);
+        metrics.policies_in_force(policies.effective().map(|p| p.name.as_str()));
         AppState {
             engine,
             policies: ArcSwap::from_pointee(policies),
@@ -116,7 +117,9 @@ impl AppState {
         sources.insert(name, policies);
         let all: Vec<CompiledPolicy> = sources.values().flatten().cloned().collect();
         self.metrics.policies.set(all.len() as i64);
-        self.policies.store(Arc::new(PolicySet { policies: all }));
+        let set = PolicySet { policies: all };
+        self.metrics.policies_in_force(set.effective().map(|p| p.name.as_str()));
+        self.policies.store(Arc::new(set));
         let expected = self.expected_sources.lock().unwrap_or_else(|p| p.into_inner());
         if expected.iter().all(|e| sources.contains_key(e)) {
             self.policies_loaded.store(true, Ordering::SeqCst);
@@ -134,6 +137,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
         .route("/validate", post(validate))
+        .route("/validate-policy", post(validate_policy))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -210,6 +214,8 @@ async fn readyz(State(s): State<Arc<AppState>>) -> Response {
 enum Endpoint {
     Mutate,
     Validate,
+    /// `OwnershipPolicy` objects (the `policies.hallmark.dev` webhook).
+    Policy,
 }
 
 impl Endpoint {
@@ -217,6 +223,7 @@ impl Endpoint {
         match self {
             Endpoint::Mutate => "mutate",
             Endpoint::Validate => "validate",
+            Endpoint::Policy => "validate-policy",
         }
     }
 }
@@ -232,6 +239,10 @@ async fn mutate(State(s): State<Arc<AppState>>, cert: Option<Extension<ClientCer
 
 async fn validate(State(s): State<Arc<AppState>>, cert: Option<Extension<ClientCert>>, body: Body) -> Response {
     handle(s, Endpoint::Validate, cert, body).await
+}
+
+async fn validate_policy(State(s): State<Arc<AppState>>, cert: Option<Extension<ClientCert>>, body: Body) -> Response {
+    handle(s, Endpoint::Policy, cert, body).await
 }
 
 async fn handle(state: Arc<AppState>, endpoint: Endpoint, cert: Option<Extension<ClientCert>>, body: Body) -> Response {
@@ -373,6 +384,7 @@ fn finish(
         }
         (Endpoint::Mutate, _) => state.engine.mutate(req, &policies, jiff::Timestamp::now()),
         (Endpoint::Validate, _) => state.engine.validate(req, &policies),
+        (Endpoint::Policy, _) => crate::review::review_policy(req),
     }));
     let decision: Decision = match decided {
         Ok(d) => d,
@@ -381,6 +393,8 @@ fn finish(
             match endpoint {
                 Endpoint::Mutate => Decision::failed(crate::admission::Answer::allow(), "internal"),
                 Endpoint::Validate => state.engine.unevaluable("internal", "internal error"),
+                // The policy webhook fails open (failurePolicy: Ignore); so does a bug.
+                Endpoint::Policy => Decision::failed(crate::admission::Answer::allow(), "internal"),
             }
         }
     };

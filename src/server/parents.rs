@@ -59,7 +59,7 @@ impl ParentLookup {
         };
         match tokio::time::timeout(self.timeout, read).await {
             Err(_) => Err(format!("the parent {what} was not read within {} ms", self.timeout.as_millis())),
-            Ok(Err(e)) => Err(format!("cannot read the parent {what}: {}", crate::admission::one_line(&e.to_string()))),
+            Ok(Err(e)) => Err(format!("cannot read the parent {what}: {}", crate::admission::kube_error(&e))),
             Ok(Ok(None)) => Err(format!("hallmark does not read parents of {}", req.resource.resource)),
             Ok(Ok(Some(meta))) => serde_json::to_value(meta).map_err(|e| format!("cannot read the parent {what}: {e}")),
         }

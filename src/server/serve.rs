@@ -183,15 +183,15 @@ impl Bound {
             let conn_state = state.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                let _open = OpenConnection(conn_state);
+                let open = OpenConnection(conn_state);
                 let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        handshake_failed(&open.0, peer, &e.to_string());
                         return;
                     }
                     Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
+                        handshake_failed(&open.0, peer, "timed out");
                         return;
                     }
                 };
@@ -228,6 +228,57 @@ impl Bound {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// How often at most a failed TLS handshake is logged (the others are counted, and the
+/// next line says how many there were).
+pub const HANDSHAKE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The `reason` of a failed handshake: the client refused hallmark's certificate (it sent
+/// a certificate alert: a caBundle that does not match), the handshake timed out, or
+/// anything else (not TLS, a closed connection, no shared protocol version).
+pub fn handshake_failure_reason(error: &str) -> &'static str {
+    let e = error.to_ascii_lowercase();
+    if e.contains("timed out") {
+        "timeout"
+    } else if e.contains("alert")
+        && ["unknownca", "badcertificate", "certificateunknown", "certificateexpired", "decrypterror"]
+            .iter()
+            .any(|a| e.contains(a))
+    {
+        "certificate-refused"
+    } else {
+        "other"
+    }
+}
+
+/// Counts a failed handshake in `hallmark_tls_handshake_failures_total{reason}` and logs
+/// it at `warn`, at most once per [`HANDSHAKE_LOG_INTERVAL`].
+fn handshake_failed(state: &AppState, peer: SocketAddr, error: &str) {
+    use std::sync::atomic::AtomicU64;
+    static LAST_LOG: AtomicU64 = AtomicU64::new(0);
+    static SINCE_LOG: AtomicU64 = AtomicU64::new(0);
+    let reason = handshake_failure_reason(error);
+    state.metrics.handshake_failure(reason);
+    let since = SINCE_LOG.fetch_add(1, Ordering::Relaxed) + 1;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let last = LAST_LOG.load(Ordering::Relaxed);
+    if last != 0 && now < last + HANDSHAKE_LOG_INTERVAL.as_secs() {
+        tracing::debug!(%peer, error, reason, "TLS handshake failed");
+        return;
+    }
+    if LAST_LOG.compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed).is_err() {
+        return;
+    }
+    SINCE_LOG.store(0, Ordering::Relaxed);
+    let hint = match reason {
+        "certificate-refused" => {
+            "the client does not trust hallmark's serving certificate: the webhook configurations' caBundle must be the CA that signed it"
+        }
+        "timeout" => "the client sent no complete TLS handshake in time",
+        _ => "not a TLS client, or one that shares no protocol version or cipher suite with hallmark",
+    };
+    tracing::warn!(%peer, error, reason, failures = since, "TLS handshake failed: {hint}");
 }
 
 /// Counts a connection in `hallmark_open_connections` while it lives.

@@ -27,6 +27,8 @@ pub enum TlsError {
     Pair(String),
     #[error("TLS configuration: {0}")]
     Config(String),
+    #[error("{0}")]
+    Validity(String),
 }
 
 /// The crypto provider hallmark uses everywhere (ring).
@@ -104,10 +106,56 @@ pub fn record_expiry(metrics: &Metrics, key: &CertifiedKey) {
     }
 }
 
-/// Reads a certificate/key pair from files; also returns their fingerprint.
+/// The leaf certificate of `key` is valid at `now` (Unix seconds): not expired and not
+/// yet to come. kube-apiserver refuses a certificate outside its validity, so serving
+/// one would fail every call; the error says which bound and when, in UTC.
+pub fn check_validity(key: &CertifiedKey, now: i64) -> Result<(), TlsError> {
+    let Some(leaf) = key.cert.first() else {
+        return Err(TlsError::Pair("no certificate".into()));
+    };
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_err(|e| TlsError::Pair(format!("the certificate is not X.509: {e}")))?;
+    let validity = cert.validity();
+    let at = |t: i64| {
+        jiff::Timestamp::from_second(t).map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()).unwrap_or_default()
+    };
+    let (not_before, not_after) = (validity.not_before.timestamp(), validity.not_after.timestamp());
+    if now > not_after {
+        return Err(TlsError::Validity(format!(
+            "the serving certificate expired at {}; issue a new one (hallmark certs, or renew it in cert-manager)",
+            at(not_after)
+        )));
+    }
+    if now < not_before {
+        return Err(TlsError::Validity(format!(
+            "the serving certificate is not valid before {}; check the clock of the machine that issued it",
+            at(not_before)
+        )));
+    }
+    Ok(())
+}
+
+fn unix_now() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+/// A usable pair from PEM text: key and certificate belong together, and the certificate
+/// is valid now.
+fn usable_pair(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, TlsError> {
+    let ck = certified_key_from_pem(cert_pem, key_pem)?;
+    check_validity(&ck, unix_now())?;
+    Ok(ck)
+}
+
+/// Reads a certificate/key pair from files, refusing one that is expired or not yet
+/// valid; also returns their fingerprint.
 pub fn load_pair(cert: &Path, key: &Path) -> Result<(CertifiedKey, Vec<u8>), TlsError> {
     let (c, k) = read_pair(cert, key)?;
-    Ok((certified_key_from_pem(&c, &k)?, fingerprint(&c, &k)))
+    let ck = usable_pair(&c, &k).map_err(|e| match e {
+        TlsError::Validity(why) => TlsError::File { path: cert.display().to_string(), message: why },
+        e => e,
+    })?;
+    Ok((ck, fingerprint(&c, &k)))
 }
 
 /// The rustls configuration: TLS 1.2 and 1.3 with rustls' safe defaults, ALPN h2 and
@@ -150,7 +198,9 @@ pub fn server_config(store: Arc<CertStore>, client_ca: Option<&Path>) -> Result<
 pub type ReloadObserver = Arc<dyn Fn(Option<&CertifiedKey>) + Send + Sync>;
 
 /// Watches a certificate/key pair on disk and swaps it into `store` when it changes. A
-/// broken new pair is refused with an error; the old one stays in force.
+/// broken new pair, or one that is expired or not yet valid, is refused with an error
+/// (logged once per distinct error, counted each time it is seen anew); the old one
+/// stays in force.
 pub async fn watch_pair(
     store: Arc<CertStore>,
     cert: PathBuf,
@@ -176,7 +226,7 @@ pub async fn watch_pair(
         }
         // Parsed from the very bytes compared above: no second read that could see a
         // rotation half done.
-        match certified_key_from_pem(&cert_pem, &key_pem) {
+        match usable_pair(&cert_pem, &key_pem) {
             Ok(ck) => {
                 metrics(Some(&ck));
                 store.swap(ck);

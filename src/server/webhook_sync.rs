@@ -126,7 +126,7 @@ pub async fn sync_with(state: Arc<AppState>, client: kube::Client, options: Sync
 /// Errors of one reconcile.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
-    #[error("{0}")]
+    #[error("{}", crate::admission::kube_error(.0))]
     Api(#[from] kube::Error),
     #[error("validatingwebhookconfiguration {0} has no webhook named {OWNERSHIP_WEBHOOK}")]
     NoWebhook(String),

@@ -351,3 +351,38 @@ pub fn write_policy(path: &std::path::Path, action: &str) {
     std::fs::write(&tmp, FLUX_CPU_POLICY.replace("ACTION", action)).expect("write");
     std::fs::rename(&tmp, path).expect("rename");
 }
+
+/// Writes a CA's serving pair (`tls.crt`, `tls.key`) into `dir`, replacing each file
+/// atomically; returns the CA PEM.
+pub fn write_bundle(dir: &std::path::Path, b: &hallmark::certs::Bundle) -> String {
+    for (name, text) in [("tls.key", &b.key_pem), ("tls.crt", &b.cert_pem)] {
+        let tmp = dir.join(format!("{name}.tmp"));
+        std::fs::write(&tmp, text).expect("write");
+        std::fs::rename(&tmp, dir.join(name)).expect("rename");
+    }
+    b.ca_pem.clone()
+}
+
+/// Whether `addr` completes a TLS handshake whose certificate verifies against `ca` for
+/// the name `localhost`.
+pub async fn handshake_ok(addr: SocketAddr, ca: &str) -> bool {
+    let Ok(tcp) = TcpStream::connect(addr).await else { return false };
+    let name = ServerName::try_from("localhost").expect("name");
+    tls_connector(ca, b"http/1.1").connect(name, tcp).await.is_ok()
+}
+
+/// Polls `f` until it holds; gives up (fails) after a generous bound.
+pub async fn wait_until<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
