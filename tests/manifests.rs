@@ -786,6 +786,22 @@ fn crd_at_manifests_crd_yaml_is_the_base_crd_for_ownershippolicies() {
     assert!(v.schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()).is_some(), "a structural schema is required");
 }
 
+/// `kubectl get ownershippolicies` shows READY from the `Ready` condition hallmark writes
+/// (tests/crd_watch.rs checks the condition), and the condition's message with -o wide.
+#[test]
+fn the_crd_prints_a_ready_column_from_the_ready_condition() {
+    let crd: CustomResourceDefinition = tree().base_one("CustomResourceDefinition");
+    let version = &crd.spec.versions[0];
+    let columns = version.additional_printer_columns.as_ref().expect("additionalPrinterColumns");
+    let ready = columns.iter().find(|c| c.name == "Ready").expect("a Ready column");
+    assert_eq!(ready.json_path, r#".status.conditions[?(@.type=="Ready")].status"#);
+    assert_eq!(ready.priority, None, "shown by default");
+    let message = columns.iter().find(|c| c.name == "Message").expect("a Message column");
+    assert_eq!(message.json_path, r#".status.conditions[?(@.type=="Ready")].message"#);
+    assert_eq!(message.priority, Some(1), "shown with -o wide");
+    assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(), "status is a subresource");
+}
+
 #[test]
 fn examples_are_ownershippolicies_the_crd_accepts_and_the_policy_readers_binding() {
     let examples: Vec<_> = tree().docs.iter().filter(|d| d.role == Role::Example).collect();
