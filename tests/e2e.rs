@@ -188,7 +188,14 @@ async fn start_and_register_with(
     let policies = hallmark::policy::load::parse_documents(POLICY, "e2e-policy.yaml").expect("policy");
     // The CI deployer of the declare case is a trusted declarer.
     let settings = Settings { declarers: Subjects::new(vec![DECLARER.to_owned()], vec![]), ..Settings::default() };
-    let state = Arc::new(AppState::new(Engine::new(Stamper::new(settings), OnError::Allow), PolicySet::default()));
+    // Reconcilers' writes are stamped with their Git source, read from watch caches as
+    // `hallmark serve` does (kinds whose CRDs the cluster lacks stay empty).
+    let caches = Arc::new(hallmark::server::sources::SourceCaches::new());
+    let engine =
+        Engine::new(Stamper::new(settings), OnError::Allow).with_sources(hallmark::gitops::Sources(caches.clone()));
+    let state = Arc::new(AppState::new(engine, PolicySet::default()));
+    caches.set_metrics(state.metrics.gitops.clone());
+    hallmark::server::sources::watch(caches, client_as(env, None).await).await;
     state.set_policies(PolicySet { policies: policies.clone() });
     // Scale writes: the parent is read as the deployed hallmark reads it (RBAC get).
     state.set_parent_lookup(hallmark::server::parents::ParentLookup::new(
@@ -1000,7 +1007,6 @@ async fn e2e_audit_trail() {
 }
 
 async fn audit_trail_scenario(env: &Env, ns: &str, state: &Arc<AppState>) {
-    use hallmark::server::sources::SourceCaches;
     use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
     let admin = client_as(env, None).await;
     // The webhook configurations of this file say sideEffects None; the deployed ones say
@@ -1047,37 +1053,73 @@ async fn audit_trail_scenario(env: &Env, ns: &str, state: &Arc<AppState>) {
                        "operation": {"sync": {"revision": "main"}}, "syncResult": {"revision": argo_sha}}}}),
     )
     .await;
-    // The server under test reads them through its watch caches.
-    let caches = Arc::new(SourceCaches::new());
-    caches.set_metrics(state.metrics.gitops.clone());
-    hallmark::server::sources::watch(caches.clone(), admin.clone()).await;
-    // (The e2e server's engine is built without caches: check the lookup the way /mutate does.)
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    // The server under test reads them through its watch caches (kube-rs reflectors).
+    let cached = std::time::Instant::now() + Duration::from_secs(30);
     while !["kustomizations", "gitrepositories", "applications"]
         .iter()
         .all(|k| state.metrics.encode().contains(&format!("hallmark_gitops_sources{{kind=\"{k}\"}} 1")))
     {
-        assert!(std::time::Instant::now() < deadline, "the GitOps kinds were cached: {}", state.metrics.encode());
+        assert!(std::time::Instant::now() < cached, "the GitOps kinds were cached: {}", state.metrics.encode());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let store: &dyn hallmark::gitops::SourceStore = caches.as_ref();
-    let flux_object = json!({"metadata": {"labels": {"kustomize.toolkit.fluxcd.io/name": "apps", "kustomize.toolkit.fluxcd.io/namespace": ns}}});
-    let found =
-        hallmark::gitops::lookup(&flux_object, Some("kustomize-controller"), "app.kubernetes.io/instance", store)
-            .found()
-            .expect("the Flux write's source");
-    assert_eq!(
-        (found.commit.as_deref(), found.repository.as_deref()),
-        (Some(sha), Some("https://github.com/acme/fleet"))
+    // A Flux write and an Argo CD write are stamped with the commit and repository of
+    // their Kustomization / Application (the caches may take a moment to receive the
+    // objects created above).
+    let argocd_sa = "system:serviceaccount:argocd:argocd-application-controller";
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "argocd-application-controller", "namespace": ns},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+        "subjects": [{"kind": "ServiceAccount", "name": "argocd-application-controller", "namespace": "argocd"}]
+    }))
+    .expect("binding");
+    Api::<RoleBinding>::namespaced(admin.clone(), ns)
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("rolebinding");
+    let flux: Api<Deployment> = Api::namespaced(client_as(env, Some(("hallmark-e2e-flux", &[]))).await, ns);
+    let argo: Api<Deployment> = Api::namespaced(
+        client_as(env, Some((argocd_sa, &["system:serviceaccounts", "system:serviceaccounts:argocd"]))).await,
+        ns,
     );
-    let argo_object = json!({"metadata": {"annotations": {"argocd.argoproj.io/tracking-id": format!("{ns}_guestbook:apps/Deployment:{ns}/web")}}});
-    let found = hallmark::gitops::lookup(&argo_object, Some("argocd-controller"), "app.kubernetes.io/instance", store)
-        .found()
-        .expect("the Argo CD write's source");
-    assert_eq!(
-        (found.commit.as_deref(), found.repository.as_deref()),
-        (Some(argo_sha), Some("https://github.com/acme/apps"))
-    );
+    let mut flux_app = deployment(ns, "registry.example.com/agent:1.0", "100m");
+    flux_app["metadata"]["name"] = json!("flux-app");
+    flux_app["metadata"]["labels"]["kustomize.toolkit.fluxcd.io/name"] = json!("apps");
+    flux_app["metadata"]["labels"]["kustomize.toolkit.fluxcd.io/namespace"] = json!(ns);
+    let mut argo_app = deployment(ns, "registry.example.com/agent:1.0", "100m");
+    argo_app["metadata"]["name"] = json!("argo-app");
+    argo_app["metadata"]["annotations"] =
+        json!({"argocd.argoproj.io/tracking-id": format!("{ns}_guestbook:apps/Deployment:{ns}/argo-app")});
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut replicas = 1;
+    loop {
+        replicas += 1;
+        flux_app["spec"]["replicas"] = json!(replicas);
+        argo_app["spec"]["replicas"] = json!(replicas);
+        let f = flux
+            .patch("flux-app", &PatchParams::apply("kustomize-controller").force(), &Patch::Apply(&flux_app))
+            .await
+            .expect("Flux applies");
+        let a = argo
+            .patch("argo-app", &PatchParams::apply("argocd-controller").force(), &Patch::Apply(&argo_app))
+            .await
+            .expect("Argo CD applies");
+        let stamped = |d: &Deployment| (annotation(d, "hallmark.dev/commit"), annotation(d, "hallmark.dev/repository"));
+        let want_flux = (Some(sha.to_owned()), Some("https://github.com/acme/fleet".to_owned()));
+        let want_argo = (Some(argo_sha.to_owned()), Some("https://github.com/acme/apps".to_owned()));
+        if stamped(&f) == want_flux && stamped(&a) == want_argo {
+            assert_eq!(annotation(&f, "hallmark.dev/channel").as_deref(), Some("gitops"));
+            assert_eq!(annotation(&f, "hallmark.dev/trust").as_deref(), Some("source"));
+            assert_eq!(annotation(&a, "hallmark.dev/trust").as_deref(), Some("source"));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writes carry their sources: Flux {:?}, Argo CD {:?}",
+            stamped(&f),
+            stamped(&a)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     // Two pushes: kubectl rollout history tells who made each revision.
     let ci: Api<Deployment> = Api::namespaced(
@@ -1104,6 +1146,8 @@ async fn audit_trail_scenario(env: &Env, ns: &str, state: &Arc<AppState>) {
         let mut causes: Vec<(String, String)> = list
             .items
             .iter()
+            // The ReplicaSets of `web` (the Flux and Argo CD writes above made their own).
+            .filter(|r| r.metadata.name.as_deref().is_some_and(|n| n.starts_with("web-")))
             .filter_map(|r| {
                 let a = r.metadata.annotations.as_ref()?;
                 Some((
