@@ -243,14 +243,7 @@ pub fn evaluate(req: &AdmissionRequest, changes: &[Change<'_>], policies: &Polic
                             owner_text(policy, source())
                         )
                     };
-                    verdict.findings.push(Finding {
-                        path: what,
-                        message,
-                        action: Enforcement::Deny,
-                        break_glass,
-                        policy: policy.name.clone(),
-                        repeat: None,
-                    });
+                    push_managed_fields_finding(&mut verdict, policy, what, message, break_glass);
                 }
             }
             continue;
@@ -568,10 +561,10 @@ fn push_opt_out(
     push_managed_fields_finding(verdict, policy, path, message, break_glass);
 }
 
-/// A denial of a write that would take the object away from Git (its reconciler's
-/// managedFields, or Flux's opt-out), whatever `managedFields` says: what managedFields
-/// record is also what `deleteProtection` and the generated matchConditions rely on.
-/// Replaces any other finding at its path.
+/// A denial of a write that would take the object away from Git (a protected deletion, an
+/// owner reference, its reconciler's managedFields, Flux's opt-out), whatever
+/// `managedFields` says: what managedFields record is also what `deleteProtection` and the
+/// generated matchConditions rely on. Replaces any other finding at its path.
 fn push_managed_fields_finding(
     verdict: &mut Verdict,
     policy: &CompiledPolicy,
