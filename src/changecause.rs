@@ -130,17 +130,7 @@ impl Stamper {
         }
         let cause = line(&crate::provenance::clean_value(&req.user_info.username), stamp);
         // Room for it: the annotations as the stamp leaves them, plus the cause.
-        let size = |m: &Map<String, Value>| -> usize {
-            m.iter().filter(|(k, _)| k.as_str() != KEY).map(|(k, v)| k.len() + v.as_str().map_or(0, str::len)).sum()
-        };
-        let mut after = current.cloned().unwrap_or_default();
-        let mut patched = serde_json::json!({"metadata": {"annotations": after.clone()}});
-        if json_patch::patch(&mut patched, &stamp.ops).is_ok()
-            && let Some(m) = patched.pointer("/metadata/annotations").and_then(Value::as_object)
-        {
-            after = m.clone();
-        }
-        if size(&after) + KEY.len() + cause.len() > MAX_ANNOTATIONS_BYTES {
+        if size_after(current, &stamp.ops) + KEY.len() + cause.len() > MAX_ANNOTATIONS_BYTES {
             return None;
         }
         Some(PatchOperation::Add(AddOperation {
@@ -148,6 +138,46 @@ impl Stamper {
             value: Value::String(cause),
         }))
     }
+}
+
+/// The size (keys + values) of the annotations as the stamp's patch leaves them, the
+/// change-cause left out: the current ones less those the patch adds or removes, plus
+/// what it adds. Computed from the patch, without copying the annotations (a client-side
+/// apply's `last-applied-configuration` alone is kilobytes, on every write).
+fn size_after(current: Option<&Map<String, Value>>, ops: &[PatchOperation]) -> usize {
+    let entry = |k: &str, v: &Value| if k == KEY { 0 } else { k.len() + v.as_str().map_or(0, str::len) };
+    let key_of =
+        |path: &str| path.strip_prefix("/metadata/annotations/").map(|t| t.replace("~1", "/").replace("~0", "~"));
+    let mut touched: Vec<String> = Vec::new();
+    let mut added = 0;
+    for op in ops {
+        match op {
+            PatchOperation::Add(a) if a.path.as_str() == "/metadata/annotations" => {
+                // The whole map, on an object that had none.
+                if let Value::Object(m) = &a.value {
+                    added += m.iter().map(|(k, v)| entry(k, v)).sum::<usize>();
+                }
+            }
+            PatchOperation::Add(a) => {
+                if let Some(key) = key_of(a.path.as_str()) {
+                    added += entry(&key, &a.value);
+                    touched.push(key);
+                }
+            }
+            PatchOperation::Replace(r) => {
+                if let Some(key) = key_of(r.path.as_str()) {
+                    added += entry(&key, &r.value);
+                    touched.push(key);
+                }
+            }
+            PatchOperation::Remove(r) => touched.extend(key_of(r.path.as_str())),
+            _ => {}
+        }
+    }
+    let kept: usize = current
+        .map(|m| m.iter().filter(|(k, _)| !touched.iter().any(|t| t == *k)).map(|(k, v)| entry(k, v)).sum())
+        .unwrap_or(0);
+    kept + added
 }
 
 /// A JSON pointer token (`/` → `~1`, `~` → `~0`).
@@ -305,6 +335,37 @@ mod tests {
         let req =
             request("UPDATE", "Deployment", Some(old), workload("a:2", git), json!({"username": "dev"}), "kubectl");
         assert_eq!(cause(&s, &req).as_deref(), Some("release 1.2 from git"));
+    }
+
+    /// The size from the patch is the size of the patched annotations, on captured writes.
+    #[test]
+    fn the_size_after_the_stamp_is_read_from_its_patch() {
+        let s = Stamper::new(Settings::default());
+        for fixture in [
+            "deploy-web-update-csa-image-dev.json",
+            "deploy-web-create-csa-dev.json",
+            "deploy-web-update-csa-forged-annotations-dev.json",
+        ] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(fixture);
+            let req = Review::decode(&std::fs::read(path).expect("fixture")).expect("review").request;
+            let object = req.object.clone().expect("object");
+            let changes = match &req.old_object {
+                Some(old) => diff(old, &object, &DiffOptions::new("hallmark.dev/")),
+                None => Vec::new(),
+            };
+            let stamp = s.stamp(&req, &object, &changes, Channel::Push, jiff::Timestamp::UNIX_EPOCH).expect("stamp");
+            let mut patched = object.clone();
+            json_patch::patch(&mut patched, &stamp.ops).expect("applies");
+            let want: usize = annotations(&patched)
+                .map(|m| {
+                    m.iter()
+                        .filter(|(k, _)| k.as_str() != KEY)
+                        .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
+                        .sum()
+                })
+                .unwrap_or(0);
+            assert_eq!(size_after(annotations(&object), &stamp.ops), want, "{fixture}");
+        }
     }
 
     #[test]
