@@ -112,13 +112,15 @@ pub struct Named {
 /// case-insensitively, as `CompiledRule::matches_kind`).
 pub fn named(groups: &[String], kinds: &[String]) -> Named {
     let any_kind = kinds.is_empty() || kinds.iter().any(|k| k == "*");
-    let group_ok = |g: &str| groups.is_empty() || groups.iter().any(|x| x == "*" || x == g);
     let mut known = Vec::new();
     let mut unknown = Vec::new();
     for k in kinds.iter().filter(|k| *k != "*") {
         let found: Vec<&'static Known> = KNOWN
             .iter()
-            .filter(|n| group_ok(n.group) && (k.eq_ignore_ascii_case(n.kind) || k.eq_ignore_ascii_case(n.plural)))
+            .filter(|n| {
+                super::names_group(groups, n.group)
+                    && (k.eq_ignore_ascii_case(n.kind) || k.eq_ignore_ascii_case(n.plural))
+            })
             .collect();
         if found.is_empty() {
             unknown.push(k.clone());
@@ -192,11 +194,10 @@ pub fn check_with_crds(
         let mut custom: Vec<(String, Value)> = Vec::new();
         let mut complete = true;
         for wanted in &named.unknown {
-            let group_ok = |g: &str| rule.groups.is_empty() || rule.groups.iter().any(|x| x == "*" || x == g);
             let mut found = false;
             for crd in crds.iter().filter(|c| {
                 let n = &c.spec.names;
-                group_ok(&c.spec.group)
+                super::names_group(&rule.groups, &c.spec.group)
                     && (n.kind.eq_ignore_ascii_case(wanted) || n.plural.eq_ignore_ascii_case(wanted))
             }) {
                 for version in crd.spec.versions.iter().filter(|v| v.served) {

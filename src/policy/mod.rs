@@ -322,6 +322,11 @@ fn is_guessed_resource(kind: &str, resource: &str) -> bool {
     }
 }
 
+/// True when a rule's `match.groups` names this API group: none given, `*`, or the group.
+pub fn names_group(groups: &[String], group: &str) -> bool {
+    groups.is_empty() || groups.iter().any(|g| g == "*" || g == group)
+}
+
 impl CompiledRule {
     /// True when the rule applies to objects of this API group (`""` is core), kind
     /// (`Deployment`) and resource (`deployments`; a `/subresource` suffix is ignored).
@@ -330,7 +335,7 @@ impl CompiledRule {
     /// is a `Scale`) be matched by its parent's resource.
     pub fn matches_kind(&self, group: &str, kind: &str, resource: &str) -> bool {
         // Runs for every rule on every write: no allocation, group first.
-        if !(self.groups.is_empty() || self.groups.iter().any(|g| g == "*" || g == group)) {
+        if !names_group(&self.groups, group) {
             return false;
         }
         let resource = resource.split('/').next().unwrap_or(resource);
