@@ -210,6 +210,8 @@ pub fn evaluate(req: &AdmissionRequest, changes: &[Change<'_>], policies: &Polic
     let secret = !scale && group.is_empty() && kind == "Secret";
 
     let entries_cell = std::cell::OnceCell::new();
+    // The new object's entries, read at most once whatever the number of policies.
+    let new_entries_cell = std::cell::OnceCell::new();
     let mut decoded: std::collections::HashMap<usize, Option<Result<FieldSet, super::fieldsv1::FieldsV1Error>>> =
         std::collections::HashMap::new();
     for policy in policies.effective() {
@@ -381,7 +383,17 @@ pub fn evaluate(req: &AdmissionRequest, changes: &[Change<'_>], policies: &Polic
                 && let Some(new) = new_object
             {
                 let wanted_entries: Vec<&managed::Entry<'_>> = wanted.iter().map(|&i| &entries[i]).collect();
-                let dropped = dropped_ownership(&wanted_entries, &sets, old, new);
+                let dropped = (!managed_fields_unchanged(old, new))
+                    .then(|| {
+                        dropped_ownership(
+                            &wanted_entries,
+                            &sets,
+                            old,
+                            new,
+                            new_entries_cell.get_or_init(|| managed::entries(new)),
+                        )
+                    })
+                    .flatten();
                 if let Some((manager, paths)) = dropped {
                     push_dropped(&mut verdict, policy, break_glass, manager, &paths, source(), &user.username, hint());
                 }
@@ -476,18 +488,16 @@ fn judged_changes<'c, 'a>(
 /// as they were: a reconciler's ownership taken away without a change of the field (a
 /// managedFields reset with `[{}]`, an entry removed or shrunk by a patch or a PUT). A
 /// field whose value the write changed is not listed: its ownership moved with the change,
-/// which the rules and the managedFields findings judge. Returns the first field manager
-/// that lost fields, with them.
+/// which the rules and the managedFields findings judge. `now` is `new`'s managedFields
+/// entries; the caller skips a write that left managedFields as they were. Returns the
+/// first field manager that lost fields, with them.
 fn dropped_ownership<'e>(
     wanted: &[&'e managed::Entry<'_>],
     sets: &[(&'e str, &FieldSet)],
     old: &Value,
     new: &Value,
+    now: &[managed::Entry<'_>],
 ) -> Option<(&'e str, Vec<super::path::FieldPath>)> {
-    if managed_fields_unchanged(old, new) {
-        return None;
-    }
-    let now = managed::entries(new);
     let kept = |e: &managed::Entry<'_>| {
         now.iter().any(|n| n.manager == e.manager && n.subresource == e.subresource && n.same_fields(e))
     };
@@ -495,7 +505,7 @@ fn dropped_ownership<'e>(
         return None;
     }
     let mut now_sets = Vec::new();
-    for entry in &now {
+    for entry in now {
         // kube-apiserver merges the oldest Update entries beyond ten into one entry of
         // manager `ancient-changes` (`capManagersManager`, staging/src/k8s.io/apimachinery/
         // pkg/util/managedfields/internal/capmanagers.go): a reconciler's Update entry
